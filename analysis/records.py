@@ -1,0 +1,119 @@
+"""The run directory's files: the only interface between the engine and the analysis.
+
+    RUN_DIR/
+      settings.json            resolved settings (defaults < space file < command line)
+      space.py                 the space file as it was when the run started
+      split.json               data set, seed, classes, and the train/val/test indices
+      environment.json         Python, platform and package versions
+      trials/<trial_id>/
+        config.json            the trial's full config: re-running it reproduces the trial
+        metrics.jsonl          one JSON object per epoch
+        status.json            status, epochs, error, node, times
+        events.out.tfevents.*  TensorBoard scalars and HParams
+      ray/                     Ray Tune's own experiment state and checkpoints
+      leaderboard.csv
+
+Every file is written atomically (temporary file, then rename), so a crash leaves the previous
+version. Nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TrialRecord",
+    "append_metrics",
+    "read_json",
+    "read_trials",
+    "trial_dir",
+    "write_json",
+    "write_text",
+]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    trial_id: str
+    config: dict[str, Any]  # everything the trainable received
+    params: dict[str, Any]  # what the space chose (searched parameters and its constants)
+    metrics: list[dict[str, Any]]  # one per epoch, in order
+    status: dict[str, Any]
+
+
+def write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, value: Any) -> None:
+    write_text(path, json.dumps(value, indent=2, sort_keys=True, default=_jsonable) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def append_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    """Append one epoch's line; a line torn by a crash is ignored by ``read_trials``."""
+    with open(path, "a") as file:
+        file.write(json.dumps(metrics, sort_keys=True, default=_jsonable) + "\n")
+
+
+def trial_dir(run_dir: Path, trial_id: str) -> Path:
+    return Path(run_dir) / "trials" / trial_id
+
+
+def read_trials(run_dir: Path) -> list[TrialRecord]:
+    """Every trial recorded under ``run_dir``, in the order the trials started."""
+    records = []
+    for directory in sorted((Path(run_dir) / "trials").glob("*/")):
+        if not (directory / "config.json").is_file():
+            continue
+        started = read_json(directory / "config.json")
+        metrics = []
+        if (directory / "metrics.jsonl").is_file():
+            for line in (directory / "metrics.jsonl").read_text().splitlines():
+                try:
+                    metrics.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # torn last line after a crash
+        status = read_json(directory / "status.json") if (directory / "status.json").is_file() else {}
+        records.append(
+            TrialRecord(
+                trial_id=directory.name,
+                config=started["config"],
+                params=started["params"],
+                metrics=_one_per_epoch(metrics),
+                status=status,
+            )
+        )
+    records.sort(key=lambda r: (r.status.get("started_at", ""), r.trial_id))
+    return records
+
+
+def _one_per_epoch(metrics: list[dict]) -> list[dict]:
+    # A trial restored from a checkpoint repeats the epochs after it; keep the latest of each.
+    by_epoch = {m.get("epoch"): m for m in metrics}
+    return [by_epoch[e] for e in sorted(by_epoch, key=lambda e: (e is None, e))]
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

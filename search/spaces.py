@@ -1,0 +1,159 @@
+"""Search-space files: load one, check it, and sample it dry before any trial starts.
+
+A space file is a plain Python module::
+
+    TRIALS = 12                     # upper-case names are settings (search.settings.Settings)
+
+    def space(trial):
+        optimizer = trial.suggest_categorical("optimizer", ["sgd", "adam"])
+        if optimizer == "sgd":
+            trial.suggest_float("momentum", 0.5, 0.99)
+        trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        return {"model": "scratch_resnet"}   # constants every trial gets
+
+Helper constants that are not settings must start with an underscore.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from search.settings import Settings, field_types, settings_from_mapping
+from trainables._names import did_you_mean
+
+__all__ = ["SpaceFile", "SpaceFunction", "dry_run", "load_space", "resolve_settings", "trial_defaults"]
+
+# Trial-level settings: each trial's config carries them, and a space may search or override them.
+TRIAL_SETTINGS = ("model", "weights", "max_epochs", "seed")
+
+
+@dataclass(frozen=True)
+class SpaceFile:
+    path: Path
+    text: str
+    space: Callable[[Any], dict | None]
+    settings: dict[str, Any]  # the file's upper-case settings, as lower-case field names
+
+
+def load_space(path: str | Path) -> SpaceFile:
+    """Import a space file, raising ValueError that names the file for any problem."""
+    path = Path(path)
+    if not path.is_file():
+        near = sorted(p.name for p in path.parent.glob("*.py")) if path.parent.is_dir() else []
+        raise ValueError(
+            f"space file {str(path)!r} does not exist"
+            + (f"; {path.parent}/ holds {near}" if near else "")
+            + did_you_mean(path.name, near)
+        )
+    text = path.read_text()
+    module = _execute(path, text)
+    space = getattr(module, "space", None)
+    if not callable(space):
+        raise ValueError(f"space file {str(path)!r} defines no function `space(trial)`")
+    known = field_types()
+    settings = {}
+    for name, value in vars(module).items():
+        if name.startswith("_") or not name.isupper() or isinstance(value, (types.ModuleType, type)):
+            continue
+        key = name.lower()
+        if key not in known:
+            raise ValueError(
+                f"space file {str(path)!r}: {name} is not a setting"
+                + did_you_mean(key.upper(), [k.upper() for k in known])
+                + "; prefix helper constants with an underscore"
+            )
+        settings[key] = value
+    return SpaceFile(path=path, text=text, space=space, settings=settings)
+
+
+def _execute(path: Path, text: str) -> types.ModuleType:
+    try:
+        code = compile(text, str(path), "exec")
+    except SyntaxError as error:
+        raise ValueError(f"space file {str(path)!r}, line {error.lineno}: syntax error: {error.msg}") from None
+    module = types.ModuleType(f"_space_{path.stem}")
+    module.__file__ = str(path)
+    try:
+        exec(code, module.__dict__)
+    except Exception as error:
+        raise ValueError(f"space file {str(path)!r} failed to import: {type(error).__name__}: {error}") from None
+    return module
+
+
+class SpaceFunction:
+    """A space file's ``space(trial)`` that pickles as its source text.
+
+    Ray Tune pickles the searcher, space function included, into the experiment state; a function
+    from a file loaded by path cannot be pickled by reference, so this carries the text instead.
+    """
+
+    def __init__(self, path: str | Path, text: str):
+        self.path, self.text = str(path), text
+        self._function: Callable | None = None
+
+    def __call__(self, trial: Any) -> dict | None:
+        if self._function is None:
+            self._function = _execute(Path(self.path), self.text).space
+        return self._function(trial)
+
+    def __getstate__(self) -> dict[str, str]:
+        return {"path": self.path, "text": self.text}
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self.__init__(state["path"], state["text"])
+
+
+def resolve_settings(space: SpaceFile, overrides: dict[str, Any]) -> Settings:
+    """Defaults, then the space file's settings, then the CLI's overrides."""
+    merged = settings_from_mapping(space.settings, f"space file {str(space.path)!r}").to_dict()
+    merged.update(overrides)
+    return settings_from_mapping(merged, "command line")
+
+
+def trial_defaults(settings: Settings, threads: int) -> dict[str, Any]:
+    """The settings every trial's config starts from, before the space's parameters."""
+    values = {key: getattr(settings, key) for key in TRIAL_SETTINGS}
+    values["threads"] = threads
+    return values
+
+
+def dry_run(space: SpaceFile, settings: Settings, samples: int = 16) -> list[dict[str, Any]]:
+    """Sample the space ``samples`` times at random and validate every resulting trial config.
+
+    Catches, before Ray starts: bad suggest ranges, a non-dict return, unknown parameter names,
+    out-of-range values, unknown optimizer or model names. Returns the sampled configs.
+    """
+    import optuna
+
+    from trainables import get_trainable
+    from trainables.classifier import TrialConfig
+    from trainables.models import check_model_name
+
+    get_trainable(settings.trainable)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=settings.seed))
+    where = f"space file {str(space.path)!r}"
+    configs, checked_models = [], set()
+    for _ in range(samples):
+        trial = study.ask()
+        try:
+            constants = space.space(trial)
+        except Exception as error:
+            raise ValueError(f"{where}: space(trial) raised {type(error).__name__}: {error}") from None
+        if constants is not None and not isinstance(constants, dict):
+            raise ValueError(f"{where}: space(trial) must return a dict of constants or None, got {type(constants).__name__}")
+        config = trial_defaults(settings, threads=1) | trial.params | (constants or {})
+        try:
+            checked = TrialConfig.from_mapping(config)
+            if (checked.model, checked.weights) not in checked_models:
+                check_model_name(checked.model, checked.weights)
+                checked_models.add((checked.model, checked.weights))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: {error}") from None
+        configs.append(config)
+        study.tell(trial, 0.0)
+    return configs
+

@@ -1,0 +1,51 @@
+"""Shared fixtures: small real data, and one real local Ray session for every end-to-end test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def digits_16():
+    """scikit-learn's digits at 16 px, split as a run would split it."""
+    from trainables.data import load_dataset, split_indices
+
+    images = load_dataset("digits", 16)
+    return images, split_indices(images.labels, 0.2, 0.2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_trial_data(digits_16):
+    """A stratified third of digits at 16 px: enough to learn, fast to train on one thread."""
+    from trainables.data import split_indices, trial_data
+
+    images, _ = digits_16
+    return trial_data(images, split_indices(images.labels, 0.2, 0.2, seed=0, data_fraction=0.35))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray session (2 CPUs) that every end-to-end test joins; shut down at the end."""
+    import ray
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def write_png_folder(root: Path, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> Path:
+    """Write (N, 3, S, S) uint8 images as an ImageFolder tree: root/<class>/<i>.png."""
+    from PIL import Image
+
+    for index, (image, label) in enumerate(zip(images, labels)):
+        folder = root / classes[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{index}.png")
+    return root

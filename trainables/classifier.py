@@ -1,0 +1,259 @@
+"""One trial: train an image classifier for up to ``max_epochs``, reporting after every epoch.
+
+``train_classifier(config, data, report)`` is all a caller needs: tests pass ``list.append`` as
+``report``; the engine passes one that forwards to Ray Tune together with the epoch's checkpoint.
+Data stays on the device as tensors (no DataLoader: the sets are small and already resized), and
+each epoch's shuffling is seeded by (seed, epoch), so a resumed trial replays the same batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainables._names import did_you_mean
+from trainables.data import TrialData
+from trainables.models import build_model, input_normalization, set_train_mode
+
+__all__ = ["OPTIMIZERS", "Checkpoints", "TrialConfig", "TrialDiverged", "train_classifier"]
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+LR_SCHEDULES = ("constant", "cosine")
+
+
+class TrialDiverged(FloatingPointError):
+    """The training loss became NaN or infinite; retrying the same configuration will not help."""
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial's training depends on. A space may set any of these."""
+
+    model: str = "scratch_resnet"  # timm name or "scratch_resnet"
+    weights: str = "none"  # none | imagenet | offline | checkpoint path
+    frozen_fraction: float = 0.0  # share of backbone units frozen, in forward order (models.py)
+    conv_blocks: int = 3  # scratch_resnet: residual blocks
+    base_width: int = 32  # scratch_resnet: channels of the first block
+    dropout: float = 0.0  # before the classifier
+    optimizer: str = "adam"  # one of OPTIMIZERS
+    lr: float = 1e-3  # per optimizer step, at the start of the schedule
+    lr_schedule: str = "constant"  # constant | cosine (per epoch, to 0 at max_epochs)
+    weight_decay: float = 0.0  # L2 for sgd/adam/rmsprop, decoupled for adamw; not on biases or norms
+    momentum: float = 0.9  # sgd and rmsprop
+    nesterov: bool = False  # sgd
+    beta1: float = 0.9  # adam and adamw
+    beta2: float = 0.999  # adam and adamw
+    alpha: float = 0.99  # rmsprop: smoothing of the squared-gradient average
+    batch_size: int = 64  # images per optimizer step
+    label_smoothing: float = 0.0
+    max_epochs: int = 4
+    seed: int = 0
+    threads: int = 1  # torch intra-op threads on CPU: the CPUs the trial was given
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"`optimizer` is {self.optimizer!r}, but must be one of {list(OPTIMIZERS)}"
+                + did_you_mean(self.optimizer, OPTIMIZERS)
+            )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"`lr_schedule` is {self.lr_schedule!r}, but must be one of {list(LR_SCHEDULES)}"
+                + did_you_mean(self.lr_schedule, LR_SCHEDULES)
+            )
+        rules = [
+            (self.lr > 0 and math.isfinite(self.lr), "lr", "a finite number > 0"),
+            (self.weight_decay >= 0, "weight_decay", ">= 0"),
+            (0 <= self.frozen_fraction <= 1, "frozen_fraction", "0 <= frozen_fraction <= 1"),
+            (0 <= self.dropout < 1, "dropout", "0 <= dropout < 1"),
+            (0 <= self.momentum < 1, "momentum", "0 <= momentum < 1"),
+            (0 <= self.beta1 < 1, "beta1", "0 <= beta1 < 1"),
+            (0 <= self.beta2 < 1, "beta2", "0 <= beta2 < 1"),
+            (0 < self.alpha < 1, "alpha", "0 < alpha < 1"),
+            (self.batch_size >= 2, "batch_size", "an integer >= 2"),
+            (0 <= self.label_smoothing < 1, "label_smoothing", "0 <= label_smoothing < 1"),
+            (self.max_epochs >= 1, "max_epochs", "an integer >= 1"),
+            (self.threads >= 1, "threads", "an integer >= 1"),
+        ]
+        for ok, name, rule in rules:
+            if not ok:
+                raise ValueError(f"The value of `{name}` is {getattr(self, name)!r}, but must be {rule}.")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "TrialConfig":
+        """Build from a trial's config, rejecting unknown keys and converting numbers."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in fields:
+                raise ValueError(f"unknown trial parameter {key!r}" + did_you_mean(key, fields))
+            kind = type(fields[key].default)
+            if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = float(value)
+            elif kind is int and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            elif kind is bool and isinstance(value, (int, np.integer)) and value in (0, 1):
+                value = bool(value)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise TypeError(f"trial parameter {key!r} is {value!r}, but must be {kind.__name__}")
+            kwargs[key] = value
+        return cls(**kwargs)
+
+
+class Checkpoints(Protocol):
+    """Where a trial keeps its per-epoch state: ``save`` before each report, ``load`` on resume."""
+
+    def load(self) -> dict | None: ...
+
+    def save(self, state: dict) -> None: ...
+
+
+def train_classifier(
+    config: Mapping[str, Any],
+    data: TrialData,
+    report: Callable[[dict], Any],
+    checkpoints: Checkpoints | None = None,
+) -> None:
+    """Train per ``config`` on ``data``; call ``report`` once per epoch with the epoch's metrics."""
+    cfg = TrialConfig.from_mapping(config)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    net = build_model(
+        cfg.model,
+        num_classes=len(data.classes),
+        weights=cfg.weights,
+        frozen_fraction=cfg.frozen_fraction,
+        conv_blocks=cfg.conv_blocks,
+        base_width=cfg.base_width,
+        dropout=cfg.dropout,
+    ).to(device)
+    mean, std = input_normalization(net, cfg.weights)
+    normalize = _Normalizer(mean, std, device)
+    train_x = torch.as_tensor(data.train_images).to(device)
+    train_y = torch.as_tensor(data.train_labels).to(device)
+    val_x = torch.as_tensor(data.val_images).to(device)
+    val_y = torch.as_tensor(data.val_labels).to(device)
+
+    optimizer = _optimizer(cfg, net)
+    schedule = _schedule(cfg, optimizer)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    first_epoch, train_time = 1, 0.0
+    state = checkpoints.load() if checkpoints is not None else None
+    if state is not None:
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["rng"])
+        first_epoch, train_time = state["epoch"] + 1, state["train_time_s"]
+
+    for epoch in range(first_epoch, cfg.max_epochs + 1):
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_acc = _train_epoch(net, optimizer, loss_fn, normalize, train_x, train_y, cfg, epoch)
+        schedule.step()
+        val_loss, val_acc = evaluate(net, normalize, val_x, val_y)
+        seconds = time.perf_counter() - started
+        train_time += seconds
+        if checkpoints is not None:
+            checkpoints.save(
+                {
+                    "epoch": epoch,
+                    "train_time_s": train_time,
+                    "model": net.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(),
+                    "rng": torch.get_rng_state(),
+                }
+            )
+        report(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_acc": train_acc,
+                "val_loss": val_loss,
+                "val_acc": val_acc,
+                "lr": lr,
+                "epoch_time_s": seconds,
+                "train_time_s": train_time,
+                "images_per_s": len(train_x) / seconds,
+            }
+        )
+
+
+class _Normalizer:
+    """uint8 images to normalised float tensors, on the device the images already live on."""
+
+    def __init__(self, mean, std, device):
+        self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, -1, 1, 1)
+        self.shift = (torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, -1, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float() * self.scale - self.shift
+
+
+def _train_epoch(net, optimizer, loss_fn, normalize, images, labels, cfg: TrialConfig, epoch: int):
+    set_train_mode(net)
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    order = torch.randperm(len(images), generator=generator).to(images.device)
+    batch = min(cfg.batch_size, len(images))
+    total_loss, correct, seen = 0.0, 0, 0
+    for start in range(0, len(images), batch):
+        index = order[start : start + batch]
+        if len(index) < 2:  # BatchNorm cannot train on a single image
+            continue
+        x, y = normalize(images[index]), labels[index]
+        logits = net(x)
+        loss = loss_fn(logits, y)
+        if not torch.isfinite(loss):
+            raise TrialDiverged(f"training loss is {loss.item()} at epoch {epoch}, step {start // batch}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(index)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(index)
+    return total_loss / seen, correct / seen
+
+
+@torch.inference_mode()
+def evaluate(net: nn.Module, normalize, images: torch.Tensor, labels: torch.Tensor, batch: int = 512):
+    """Mean cross-entropy and accuracy of ``net`` on ``images``."""
+    net.eval()
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(images), batch):
+        logits = net(normalize(images[start : start + batch]))
+        y = labels[start : start + batch]
+        total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+    return total_loss / len(images), correct / len(images)
+
+
+def _optimizer(cfg: TrialConfig, net: nn.Module) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for parameter in net.parameters():
+        if parameter.requires_grad:
+            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, momentum=cfg.momentum)
+
+
+def _schedule(cfg: TrialConfig, optimizer: torch.optim.Optimizer):
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.max_epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
