@@ -30,10 +30,13 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         description="Hyperparameter search for image classifiers: Optuna spaces on Ray Tune with ASHA.",
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run a search described by a space file", description=_run_help())
+    run = commands.add_parser(
+        "run", help="run a search described by a space file", description=_run_help(), allow_abbrev=False
+    )
     run.add_argument("space", metavar="SPACE", help="search-space file, e.g. spaces/resnet.py")
     types = field_types()
     for field in dataclasses.fields(Settings):
@@ -46,7 +49,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
             help=f"(default {field.default!r}, or the space file's {field.name.upper()})",
         )
 
-    board = commands.add_parser("leaderboard", help="rebuild and print a run's leaderboard from its files")
+    board = commands.add_parser(
+        "leaderboard", help="rebuild and print a run's leaderboard from its files", allow_abbrev=False
+    )
     board.add_argument("run_dir", metavar="RUN_DIR")
     board.add_argument("--sort", default=None, help="column to rank by (default: the run's metric)")
     board.add_argument("--status", default=None, help="keep rows whose status starts with this (completed, stopped, error)")

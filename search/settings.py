@@ -15,7 +15,7 @@ from typing import Any
 
 from trainables._names import did_you_mean
 
-__all__ = ["METRIC_MODES", "Settings", "field_types", "settings_from_mapping"]
+__all__ = ["METRIC_MODES", "Settings", "convert_settings", "field_types", "settings_from_mapping"]
 
 # Metrics a trial reports that the search may optimise, with the direction that is better.
 # This table is the only place mode is decided.
@@ -126,16 +126,21 @@ def field_types() -> dict[str, type]:
 
 def settings_from_mapping(values: dict[str, Any], source: str) -> Settings:
     """Build Settings from ``{field: value}``, converting numbers and naming ``source`` in errors."""
+    try:
+        return Settings(**convert_settings(values, source))
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from None
+
+
+def convert_settings(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Check names and types of ``{field: value}`` (ints become floats where a float is due)."""
     types = field_types()
     converted: dict[str, Any] = {}
     for key, value in values.items():
         if key not in types:
             raise ValueError(f"{source}: unknown setting {key!r}" + did_you_mean(key, types))
         converted[key] = _convert(key, value, types[key], source)
-    try:
-        return Settings(**converted)
-    except ValueError as error:
-        raise ValueError(f"{source}: {error}") from None
+    return converted
 
 
 def _convert(key: str, value: Any, kind: type, source: str) -> Any:

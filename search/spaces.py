@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from search.settings import Settings, field_types, settings_from_mapping
+from search.settings import Settings, convert_settings, field_types, settings_from_mapping
 from trainables._names import did_you_mean
 
 __all__ = ["SpaceFile", "SpaceFunction", "dry_run", "load_space", "resolve_settings", "trial_defaults"]
@@ -108,9 +108,9 @@ class SpaceFunction:
 
 def resolve_settings(space: SpaceFile, overrides: dict[str, Any]) -> Settings:
     """Defaults, then the space file's settings, then the CLI's overrides."""
-    merged = settings_from_mapping(space.settings, f"space file {str(space.path)!r}").to_dict()
-    merged.update(overrides)
-    return settings_from_mapping(merged, "command line")
+    source = f"space file {str(space.path)!r}"
+    merged = convert_settings(space.settings, source) | convert_settings(overrides, "command line")
+    return settings_from_mapping(merged, source + (" with the command line's options" if overrides else ""))
 
 
 def trial_defaults(settings: Settings, threads: int) -> dict[str, Any]:

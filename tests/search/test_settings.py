@@ -1,0 +1,35 @@
+import pytest
+
+from search.settings import METRIC_MODES, Settings, settings_from_mapping
+
+
+def test_mode_follows_the_metric():
+    assert Settings(metric="val_acc").mode == "max" and Settings(metric="val_loss").mode == "min"
+    assert set(METRIC_MODES) == {"val_acc", "val_loss"}
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"trials": 0}, r"`trials` is 0, but must be an integer >= 1"),
+        ({"reduction_factor": 1}, r"`reduction_factor` is 1, but must be an integer >= 2"),
+        ({"metric": "val_accuracy"}, r"did you mean 'val_acc'"),
+        ({"name": "../../x"}, r"cannot leave the storage directory"),
+        ({"gpus_per_trial": 1.5}, r"a fraction in \(0, 1\] or a whole number"),
+        ({"val_fraction": 0.5, "test_fraction": 0.45}, r"at least 10% of the data trains"),
+    ],
+)
+def test_invalid_settings_say_value_rule_and_fix(values, message):
+    with pytest.raises(ValueError, match=message):
+        settings_from_mapping(values, "test")
+
+
+def test_unknown_setting_names_the_closest():
+    with pytest.raises(ValueError, match=r"test: unknown setting 'trails' \(did you mean 'trials'\?\)"):
+        settings_from_mapping({"trails": 3}, "test")
+
+
+def test_numbers_convert_but_strings_do_not():
+    assert settings_from_mapping({"cpus_per_trial": 2, "trials": 4.0}, "t").cpus_per_trial == 2.0
+    with pytest.raises(TypeError):
+        settings_from_mapping({"trials": True}, "t")

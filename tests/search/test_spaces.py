@@ -1,0 +1,93 @@
+import textwrap
+
+import pytest
+
+from search.settings import Settings
+from search.spaces import SpaceFunction, dry_run, load_space, resolve_settings
+from tests.conftest import REPO
+
+
+def _space(tmp_path, body: str, name: str = "space.py"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+@pytest.mark.parametrize("name", ["resnet.py", "scratch_cnn.py"])
+def test_shipped_space_files_load_and_sample(name):
+    space = load_space(REPO / "spaces" / name)
+    settings = resolve_settings(space, {})
+    if settings.model == "auto":
+        settings = resolve_settings(space, {"model": "tf_efficientnet_lite0", "weights": "offline"})
+    configs = dry_run(space, settings, samples=20)
+    assert len(configs) == 20
+    assert len({c["optimizer"] for c in configs}) >= 3
+
+
+def test_settings_come_from_defaults_then_file_then_command_line(tmp_path):
+    space = load_space(_space(tmp_path, "TRIALS = 5\nMAX_EPOCHS = 7\ndef space(trial):\n    return {}\n"))
+    settings = resolve_settings(space, {"max_epochs": 9})
+    assert (settings.trials, settings.max_epochs, settings.seed) == (5, 9, Settings().seed)
+
+
+def test_missing_file_lists_what_is_there():
+    with pytest.raises(ValueError, match=r"does not exist.*resnet.py.*did you mean 'resnet.py'"):
+        load_space(REPO / "spaces" / "resnt.py")
+
+
+def test_syntax_error_names_the_line(tmp_path):
+    with pytest.raises(ValueError, match=r"space.py', line 2: syntax error"):
+        load_space(_space(tmp_path, "TRIALS = 3\ndef space(trial)\n    return {}\n"))
+
+
+def test_no_space_function(tmp_path):
+    with pytest.raises(ValueError, match=r"defines no function `space\(trial\)`"):
+        load_space(_space(tmp_path, "TRIALS = 3\n"))
+
+
+def test_unknown_setting_names_the_closest(tmp_path):
+    with pytest.raises(ValueError, match=r"MAX_EPOCH is not a setting \(did you mean 'MAX_EPOCHS'\?\)"):
+        load_space(_space(tmp_path, "MAX_EPOCH = 3\ndef space(trial):\n    return {}\n"))
+
+
+def test_underscore_constants_are_helpers(tmp_path):
+    space = load_space(_space(tmp_path, "_SIZES = [32, 64]\ndef space(trial):\n    trial.suggest_categorical('batch_size', _SIZES)\n"))
+    assert dry_run(space, Settings(), samples=3)[0]["batch_size"] in (32, 64)
+
+
+def test_bad_setting_value_names_file_and_rule(tmp_path):
+    space = load_space(_space(tmp_path, "MAX_EPOCHS = 2\nGRACE_PERIOD_EPOCHS = 3\ndef space(trial):\n    return {}\n"))
+    with pytest.raises(ValueError, match=r"grace_period_epochs.* is 3, but must be 1 <= grace_period_epochs <= max_epochs \(= 2\)"):
+        resolve_settings(space, {})
+    assert resolve_settings(space, {"grace_period_epochs": 1}).grace_period_epochs == 1
+    with pytest.raises(TypeError, match=r"command line: setting 'trials' is 'many', but must be int"):
+        resolve_settings(space, {"trials": "many"})
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("    trial.suggest_float('lr', 1.0, 0.1)\n", r"space file .* raised ValueError: .*low"),
+        ("    trial.suggest_float('lr', 0.0, 0.1, log=True)\n", r"raised ValueError"),
+        ("    trial.suggest_categorical('optimizer', ['adam', 'sgdd'])\n", r"`optimizer` is 'sgdd'.*did you mean 'sgd'"),
+        ("    trial.suggest_float('learning_rate', 1e-3, 1e-1)\n", r"unknown trial parameter 'learning_rate'"),
+        ("    return [1]\n", r"must return a dict of constants or None, got list"),
+        ("    return {'model': 'resnet81'}\n", r"unknown model 'resnet81'.*did you mean 'resnet18'"),
+    ],
+)
+def test_dry_run_catches_bad_spaces_before_any_trial(tmp_path, body, message):
+    space = load_space(_space(tmp_path, "def space(trial):\n" + body))
+    with pytest.raises(ValueError, match=message):
+        dry_run(space, Settings(), samples=8)
+
+
+def test_space_function_pickles_by_its_text(tmp_path):
+    import pickle
+
+    import optuna
+
+    path = _space(tmp_path, "def space(trial):\n    trial.suggest_int('conv_blocks', 1, 5)\n    return {'dropout': 0.1}\n")
+    function = pickle.loads(pickle.dumps(SpaceFunction(path, path.read_text())))
+    path.unlink()  # the pickle does not need the file any more
+    trial = optuna.create_study().ask()
+    assert function(trial) == {"dropout": 0.1} and 1 <= trial.params["conv_blocks"] <= 5

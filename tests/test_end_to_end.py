@@ -1,0 +1,137 @@
+"""Real searches: real Ray session (shared), real Optuna, real training on small offline data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.leaderboard import build_leaderboard
+from analysis.records import read_json, read_trials, trial_dir
+from analysis.rerun import rerun_trial
+from search.engine import run_search
+from search.spaces import load_space, resolve_settings
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _search(tmp_path_factory, space_file, **overrides):
+    space = load_space(REPO / "spaces" / space_file)
+    storage = tmp_path_factory.mktemp("runs")
+    settings = resolve_settings(space, {"storage": str(storage), "name": "run", "seed": 1} | overrides)
+    lines: list[str] = []
+    run_dir = run_search(space, settings, out=lines.append)
+    return run_dir, "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def scratch_run(ray_session, tmp_path_factory):
+    return _search(
+        tmp_path_factory,
+        "scratch_cnn.py",
+        trials=6,
+        max_epochs=3,
+        grace_period_epochs=1,
+        reduction_factor=3,
+        data_fraction=0.6,
+    )
+
+
+@pytest.fixture(scope="module")
+def resnet_run(ray_session, tmp_path_factory):
+    return _search(
+        tmp_path_factory,
+        "resnet.py",
+        model="tf_efficientnet_lite0",
+        weights="offline",
+        trials=4,
+        max_epochs=2,
+        grace_period_epochs=1,
+        reduction_factor=3,
+        data_fraction=0.3,
+    )
+
+
+@pytest.mark.parametrize("run", ["scratch_run", "resnet_run"])
+def test_one_leaderboard_row_per_trial_and_asha_stops_some(run, request):
+    run_dir, output = request.getfixturevalue(run)
+    settings = read_json(run_dir / "settings.json")
+    table = pd.read_csv(run_dir / "leaderboard.csv")
+    assert len(table) == settings["trials"] == len(set(table["trial_id"]))
+    assert table["status"].str.match(r"^(completed|stopped early at epoch \d+)$").all(), table["status"]
+    assert table["status"].str.startswith("stopped early").sum() >= 1
+    assert table["val_acc"].iloc[0] == table["val_acc"].max() > 0.3
+    # the leaderboard is rebuilt from files alone, identically
+    assert build_leaderboard(run_dir).to_csv(index=False) == (run_dir / "leaderboard.csv").read_text()
+    assert "top 5 by val_acc" in output and f"tensorboard --logdir {run_dir}" in output
+    assert str(run_dir / "leaderboard.csv") in output
+
+
+def test_searched_parameters_are_in_the_leaderboard(scratch_run, resnet_run):
+    scratch = pd.read_csv(scratch_run[0] / "leaderboard.csv")
+    assert {"conv_blocks", "base_width", "dropout", "batch_size", "lr", "optimizer", "weight_decay"} <= set(scratch.columns)
+    resnet = pd.read_csv(resnet_run[0] / "leaderboard.csv")
+    assert {"frozen_fraction", "batch_size", "lr", "optimizer", "weight_decay"} <= set(resnet.columns)
+
+
+def test_run_directory_records_what_reproduces_the_run(scratch_run):
+    run_dir, _ = scratch_run
+    assert (run_dir / "space.py").read_text() == (REPO / "spaces" / "scratch_cnn.py").read_text()
+    settings = read_json(run_dir / "settings.json")
+    assert settings["trials"] == 6 and settings["mode"] == "max" and settings["seed"] == 1
+    assert read_json(run_dir / "environment.json")["packages"]["torch"].startswith("2.14.1")
+    split = read_json(run_dir / "split.json")
+    train, val, test = (set(split[p]) for p in ("train", "val", "test"))
+    assert test and not test & (train | val) and not train & val
+    for record in read_trials(run_dir):
+        assert record.config["seed"] == 1 and record.config["threads"] == 1
+        assert record.metrics and [m["epoch"] for m in record.metrics] == list(range(1, len(record.metrics) + 1))
+
+
+def test_trials_never_train_or_validate_on_test_images(resnet_run):
+    from analysis.rerun import load_trial_data
+
+    run_dir, _ = resnet_run
+    split = read_json(run_dir / "split.json")
+    data = load_trial_data(run_dir)
+    assert len(data.train_labels) == len(split["train"]) and len(data.val_labels) == len(split["val"])
+
+
+def test_tensorboard_reads_every_trial(scratch_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = scratch_run
+    for record in read_trials(run_dir):
+        events = EventAccumulator(str(trial_dir(run_dir, record.trial_id)))
+        events.Reload()
+        curve = [e.value for e in events.Scalars("val_acc")]
+        assert curve == pytest.approx([m["val_acc"] for m in record.metrics])
+        assert "hparams" in events.PluginTagToContent("hparams") or events.PluginTagToContent("hparams")
+
+
+def test_a_trial_reruns_from_its_config_to_the_same_metrics(scratch_run):
+    run_dir, _ = scratch_run
+    best = pd.read_csv(run_dir / "leaderboard.csv")["trial_id"].iloc[0]
+    recorded = next(r for r in read_trials(run_dir) if r.trial_id == str(best)).metrics
+    again = rerun_trial(run_dir, str(best), epochs=len(recorded))
+    assert [m["val_acc"] for m in again] == [m["val_acc"] for m in recorded]
+    assert np.allclose([m["val_loss"] for m in again], [m["val_loss"] for m in recorded], rtol=1e-5)
+
+
+def test_cli_joins_a_running_cluster_with_address(ray_session, tmp_path):
+    address = ray_session.get_runtime_context().gcs_address
+    command = [
+        sys.executable, "-m", "search", "run", "spaces/scratch_cnn.py", "--address", address,
+        "--trials", "2", "--max-epochs", "1", "--grace-period-epochs", "1", "--data-fraction", "0.3",
+        "--storage", str(tmp_path), "--name", "cli",
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "top 5 by val_acc" in done.stdout and "leaderboard:" in done.stdout
+    assert len(pd.read_csv(tmp_path / "cli" / "leaderboard.csv")) == 2
+    assert json.loads((tmp_path / "cli" / "settings.json").read_text())["address"] == address
