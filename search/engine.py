@@ -256,7 +256,12 @@ def _ray_trial(config: dict, data, defaults: dict, trainable_name: str) -> None:
     from trainables import get_trainable
 
     store = _RayCheckpoints()
-    get_trainable(trainable_name)(defaults | config, data, store.report, store)
+    node_id = ray.get_runtime_context().get_node_id()
+
+    def report(metrics: dict) -> None:
+        store.report(metrics | {"node_id": node_id})  # which node ran each epoch
+
+    get_trainable(trainable_name)(defaults | config, data, report, store)
 
 
 class _RunRecorder(tune.Callback):
@@ -339,6 +344,7 @@ class _RunRecorder(tune.Callback):
                 "status": status,
                 "error": error,
                 "epochs": result.get("epoch", 0),
+                "node_id": result.get("node_id", ""),
                 "node_ip": result.get("node_ip", ""),
                 "hostname": result.get("hostname", ""),
                 "started_at": self._started_at(trial),
@@ -386,6 +392,7 @@ _REPORTED = (
     "epoch_time_s",
     "train_time_s",
     "images_per_s",
+    "node_id",
     "node_ip",
     "hostname",
     "pid",
