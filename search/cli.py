@@ -20,6 +20,8 @@ _EXAMPLES = """examples:
   python -m search run spaces/resnet.py                      fine-tune a pretrained backbone (offline default)
   python -m search run spaces/scratch_cnn.py --trials 24     from-scratch CNN, bigger budget
   python -m search run spaces/resnet.py --gpus-per-trial 0.25 --address auto    on a Ray cluster
+  python -m search resume runs/resnet-20261125-120000        continue a run after a crash
+  python -m search resume runs/resnet-20261125-120000 --trials 40   extend it to 40 trials
   python -m search leaderboard runs/resnet-20261125-120000   rank the trials of a run
 """
 
@@ -49,6 +51,19 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
             help=f"(default {field.default!r}, or the space file's {field.name.upper()})",
         )
 
+    run.add_argument(
+        "--overwrite", action="store_true", help="delete an existing run directory of the same name and start over"
+    )
+
+    resume = commands.add_parser(
+        "resume",
+        help="continue an interrupted run (Ctrl-C, kill, reboot), or extend it with --trials",
+        allow_abbrev=False,
+    )
+    resume.add_argument("run_dir", metavar="RUN_DIR")
+    resume.add_argument("--trials", type=int, default=None, help="a budget above the run's own extends the search")
+    resume.add_argument("--address", default=None, help="Ray cluster to join (default: the run's own setting)")
+
     board = commands.add_parser(
         "leaderboard", help="rebuild and print a run's leaderboard from its files", allow_abbrev=False
     )
@@ -56,7 +71,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     board.add_argument("--sort", default=None, help="column to rank by (default: the run's metric)")
     board.add_argument("--status", default=None, help="keep rows whose status starts with this (completed, stopped, error)")
     board.add_argument("--rows", type=int, default=None, help="print only the first ROWS rows")
-    return parser, {"run": run, "leaderboard": board}
+    return parser, {"run": run, "resume": resume, "leaderboard": board}
 
 
 def _run_help() -> str:
@@ -80,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "leaderboard":
             return _leaderboard(args)
+        if args.command == "resume":
+            from search.engine import resume_run
+
+            resume_run(args.run_dir, trials=args.trials, address=args.address)
+            return 0
         prepared = _prepare(args)
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as error:
         # Bad input, caught before any trial starts: say what is wrong, no traceback.
@@ -95,9 +115,9 @@ def _prepare(args: argparse.Namespace):
     from search.engine import prepare_run
     from search.spaces import load_space, resolve_settings
 
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "space")}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "space", "overwrite")}
     space = load_space(args.space)
-    return prepare_run(space, resolve_settings(space, overrides))
+    return prepare_run(space, resolve_settings(space, overrides), overwrite=args.overwrite)
 
 
 def _leaderboard(args: argparse.Namespace) -> int:

@@ -16,6 +16,8 @@ import json
 import math
 import os
 import platform
+import re
+import shutil
 import sys
 import tempfile
 import time
@@ -27,11 +29,11 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from analysis.leaderboard import format_table, write_leaderboard
-from analysis.records import append_metrics, trial_dir, write_json
+from analysis.records import append_metrics, trial_dir, write_json, write_text
 from search.settings import Settings
-from search.spaces import SpaceFile, SpaceFunction, dry_run, trial_defaults
+from search.spaces import SpaceFile, SpaceFunction, dry_run, load_space, trial_defaults
 
-__all__ = ["PreparedRun", "execute_run", "prepare_run", "run_search"]
+__all__ = ["PreparedRun", "execute_run", "prepare_run", "read_settings", "resume_run", "run_search"]
 
 _PACKAGES = ("torch", "torchvision", "timm", "ray", "optuna", "numpy", "pandas", "scikit-learn", "tensorboard")
 
@@ -47,7 +49,9 @@ class PreparedRun:
     split: Any  # trainables.data.Split
 
 
-def prepare_run(space: SpaceFile, settings: Settings, out: Callable[[str], None] = print) -> PreparedRun:
+def prepare_run(
+    space: SpaceFile, settings: Settings, out: Callable[[str], None] = print, overwrite: bool = False
+) -> PreparedRun:
     """Everything that can fail on bad input, before anything is written or Ray starts.
 
     Resolves MODEL "auto", samples the space dry, loads and splits the data set, fetches ImageNet
@@ -61,12 +65,14 @@ def prepare_run(space: SpaceFile, settings: Settings, out: Callable[[str], None]
         out(f"model auto -> {model} with {weights} weights ({why})")
         settings = dataclasses.replace(settings, model=model, weights=weights)
     dry_run(space, settings)
+    _check_address(settings.address)
 
     name = settings.name or f"{space.path.stem}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
     run_dir = Path(settings.storage).expanduser().resolve() / name
-    if run_dir.exists():
+    if run_dir.exists() and not overwrite:
         raise FileExistsError(
-            f"run directory {str(run_dir)!r} already exists: choose another --name, or delete it to start over"
+            f"run directory {str(run_dir)!r} already exists: continue it with `python -m search resume "
+            f"{run_dir}`, choose another --name, or pass --overwrite to start it over"
         )
     settings = dataclasses.replace(settings, name=name)
 
@@ -86,9 +92,11 @@ def prepare_run(space: SpaceFile, settings: Settings, out: Callable[[str], None]
 
 def _write_run_dir(prepared: PreparedRun, out: Callable[[str], None]) -> None:
     run_dir, settings, images, split = prepared.run_dir, prepared.settings, prepared.images, prepared.split
+    if run_dir.exists():  # prepare_run allowed it: --overwrite
+        shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     write_json(run_dir / "settings.json", settings.to_dict() | {"mode": settings.mode})
-    (run_dir / "space.py").write_text(prepared.space.text)
+    write_text(run_dir / "space.py", prepared.space.text)
     write_json(
         run_dir / "split.json",
         {
@@ -122,9 +130,6 @@ def execute_run(prepared: PreparedRun, out: Callable[[str], None] = print) -> Pa
     settings, run_dir, space = prepared.settings, prepared.run_dir, prepared.space
     data = trial_data(prepared.images, prepared.split)
     started_ray = _connect(settings)
-    for key, value in _RAY_QUIET.items():
-        os.environ.setdefault(key, value)
-    started_ray = _connect(settings)
     try:
         concurrency = settings.concurrency or _fitting_trials(settings)
         out(
@@ -132,32 +137,7 @@ def execute_run(prepared: PreparedRun, out: Callable[[str], None] = print) -> Pa
             f"<= {settings.max_epochs} epochs each, metric {settings.metric} ({settings.mode})"
         )
         recorder = _RunRecorder(run_dir, settings, out)
-        tuner = tune.Tuner(
-            tune.with_resources(
-                tune.with_parameters(
-                    _ray_trial,
-                    data=data,
-                    defaults=trial_defaults(settings, threads=max(1, int(settings.cpus_per_trial))),
-                    trainable_name=settings.trainable,
-                ),
-                {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
-            ),
-            tune_config=tune.TuneConfig(
-                search_alg=_searcher(space, settings, concurrency),
-                scheduler=_scheduler(settings),
-                num_samples=settings.trials,
-                reuse_actors=True,
-            ),
-            run_config=tune.RunConfig(
-                name="ray",
-                storage_path=str(run_dir),
-                # Ray's own per-trial JSON/CSV results, without its TensorBoard logger.
-                callbacks=[recorder, JsonLoggerCallback(), CSVLoggerCallback()],
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                verbose=0,
-            ),
-        )
-        tuner.fit()
+        _tuner(settings, space, data, recorder, _EXPERIMENT, settings.trials, concurrency).fit()
     finally:
         if started_ray:
             ray.shutdown()
@@ -166,24 +146,271 @@ def execute_run(prepared: PreparedRun, out: Callable[[str], None] = print) -> Pa
     return run_dir
 
 
+def resume_run(
+    run_dir: Path, trials: int | None = None, address: str | None = None, out: Callable[[str], None] = print
+) -> Path:
+    """Continue an interrupted run, then, if ``trials`` exceeds its budget, extend it.
+
+    Finished trials are not run again; trials that were running continue from their latest
+    checkpoint; Ray restores the OptunaSearch searcher (with its TPE sampler and study) and the
+    ASHA scheduler from the experiment state. Extending starts a further experiment in the same
+    run directory whose sampler is warm-started with every finished trial.
+    """
+    from analysis.rerun import load_trial_data
+
+    run_dir = Path(run_dir).expanduser().resolve()
+    settings = read_settings(run_dir)
+    if address is not None:
+        settings = dataclasses.replace(settings, address=address)
+    if trials is not None and trials < settings.trials:
+        raise ValueError(
+            f"--trials is {trials}, but must be >= the run's budget of {settings.trials} trials "
+            "(resume finishes the budgeted trials; a larger number extends the search)"
+        )
+    space = load_space(run_dir / "space.py")
+    experiments = sorted(p for p in run_dir.glob(_EXPERIMENT + "*") if p.is_dir())
+    if not experiments or not tune.Tuner.can_restore(str(experiments[-1])):
+        raise ValueError(
+            f"run directory {str(run_dir)!r} holds no Ray experiment state to resume (it stopped before "
+            "its first trial): start it again with `python -m search run`"
+        )
+    experiment = experiments[-1]
+    _check_address(settings.address)
+    data = load_trial_data(run_dir)
+    known = set().union(*(_snapshot_trial_ids(e) for e in experiments))
+    lost = _set_aside_unknown_trials(run_dir, known)
+    if lost:
+        out(f"{len(lost)} trial(s) begun after Ray's last snapshot were moved to trials_lost/: {lost}")
+    started_ray = _connect(settings)
+    try:
+        recorder = _RunRecorder(run_dir, settings, out)
+        tuner = tune.Tuner.restore(
+            str(experiment),
+            trainable=_tuner_trainable(settings, data, _ended_trials(run_dir)),
+            resume_unfinished=True,
+            resume_errored=False,
+        )
+        # The run config, callbacks included, comes back from the pickled tuner state: replace the
+        # callbacks so that this process's recorder and output are the ones used.
+        tuner._local_tuner.get_run_config().callbacks = _callbacks(recorder)
+        out(f"resuming {settings.name}: {len(known)} of {settings.trials} trials were begun")
+        tuner.fit()
+        # Ray loads the searcher's saved state into this object during fit(): after it, the study
+        # holds the trials from before the interruption too (not a fresh random-search start).
+        searcher = _describe_searcher(tuner._local_tuner._tune_config.search_alg)
+        out(f"searcher after resuming: {searcher}")
+        write_json(run_dir / "resume.json", {"searcher": searcher, "known_trials": sorted(known), "set_aside": lost})
+        if trials is not None and trials > settings.trials:
+            settings = _extend(run_dir, space, settings, data, trials, out)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    table, path = write_leaderboard(run_dir)
+    _summary(out, table, path, run_dir, settings, time.monotonic() - recorder.started)
+    return run_dir
+
+
+def _extend(run_dir: Path, space: SpaceFile, settings: Settings, data, trials: int, out) -> Settings:
+    """Run ``trials - settings.trials`` more trials, the sampler warm-started from every finished one."""
+    from analysis.records import read_trials
+
+    extra = trials - settings.trials
+    settings = dataclasses.replace(settings, trials=trials)
+    write_json(run_dir / "settings.json", settings.to_dict() | {"mode": settings.mode})
+    records = read_trials(run_dir)
+    concurrency = settings.concurrency or _fitting_trials(settings)
+    out(f"extending {settings.name} by {extra} trials; the sampler starts from {len(records)} finished trials")
+    recorder = _RunRecorder(run_dir, settings, out)
+    recorder.finished = {r.trial_id: r.status.get("status", "") for r in records}
+    storage = _warm_started_storage(space, settings, records)
+    name = f"{_EXPERIMENT}-extend-{len(list(run_dir.glob(_EXPERIMENT + '-extend-*'))) + 1}"
+    _tuner(settings, space, data, recorder, name, extra, concurrency, storage=storage).fit()
+    return settings
+
+
+def _tuner(settings, space, data, recorder, name: str, trials: int, concurrency: int, storage=None):
+    return tune.Tuner(
+        _tuner_trainable(settings, data),
+        tune_config=tune.TuneConfig(
+            search_alg=_searcher(space, settings, concurrency, storage=storage),
+            scheduler=_scheduler(settings),
+            num_samples=trials,
+            reuse_actors=True,
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(recorder.run_dir),
+            callbacks=_callbacks(recorder),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            verbose=0,
+        ),
+    )
+
+
+def _warm_started_storage(space: SpaceFile, settings: Settings, records) -> Any:
+    """An in-memory Optuna storage whose study holds every finished trial, replayed through the space.
+
+    Replaying each trial's recorded parameters through ``space(trial)`` (enqueue, then ask) gives
+    Optuna their exact distributions, conditional parameters included.
+    """
+    import optuna
+
+    storage = optuna.storages.InMemoryStorage()
+    direction = "maximize" if settings.mode == "max" else "minimize"
+    study = optuna.create_study(storage=storage, study_name=_STUDY, direction=direction)
+    function = SpaceFunction(space.path, space.text)
+    for record in records:
+        values = [m[settings.metric] for m in record.metrics if m.get(settings.metric) is not None]
+        study.enqueue_trial(record.params, skip_if_exists=False)
+        trial = study.ask()
+        function(trial)
+        if values and all(math.isfinite(v) for v in values):
+            study.tell(trial, max(values) if settings.mode == "max" else min(values))
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return storage
+
+
+def read_settings(run_dir: Path) -> Settings:
+    """The resolved settings a run recorded."""
+    from analysis.records import read_json
+    from search.settings import field_types
+
+    path = Path(run_dir) / "settings.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (it has no settings.json)")
+    recorded = read_json(path)
+    return Settings(**{k: v for k, v in recorded.items() if k in field_types()})
+
+
+def _ended_trials(run_dir: Path) -> dict[str, tuple[dict, str]]:
+    """Trials the run directory records as ended: {trial_id: (last result, error line or "")}."""
+    from analysis.records import read_trials
+
+    ended = {}
+    for record in read_trials(run_dir):
+        status = record.status.get("status", "")
+        if record.metrics and status.startswith(("completed", "stopped", "diverged")):
+            ended[record.trial_id] = (record.metrics[-1], "")
+        elif status == "error":
+            ended[record.trial_id] = ({}, record.status.get("error") or "error")
+    return ended
+
+
+def _snapshot_trial_ids(experiment: Path) -> set[str]:
+    """Trial ids in Ray's latest experiment snapshot of ``experiment``."""
+    snapshots = sorted(experiment.glob("experiment_state-*.json"))
+    if not snapshots:
+        return set()
+    state = json.loads(snapshots[-1].read_text())
+    return {json.loads(entry[0])["trial_id"] for entry in state.get("trial_data", [])}
+
+
+def _set_aside_unknown_trials(run_dir: Path, known: set[str]) -> list[str]:
+    """Move records of trials Ray does not know (begun after its last snapshot) out of trials/.
+
+    The restored searcher proposes their slots again, so keeping them would add leaderboard rows
+    beyond the budget.
+    """
+    lost = []
+    for directory in sorted((run_dir / "trials").glob("*/")):
+        if directory.name not in known:
+            target = run_dir / "trials_lost" / directory.name
+            target.parent.mkdir(exist_ok=True)
+            directory.rename(target)
+            lost.append(directory.name)
+    return lost
+
+
+def _describe_searcher(search_alg) -> dict[str, Any]:
+    searcher = getattr(search_alg, "searcher", search_alg)  # inside the ConcurrencyLimiter
+    study = getattr(searcher, "_ot_study", None)
+    return {
+        "searcher": type(searcher).__name__,
+        "sampler": type(getattr(searcher, "_sampler", None)).__name__,
+        "study_trials": len(study.trials) if study is not None else 0,
+        "completed_study_trials": len([t for t in study.trials if t.state.name == "COMPLETE"]) if study else 0,
+    }
+
+
+def _tuner_trainable(settings: Settings, data, finished: dict | None = None) -> Any:
+    return tune.with_resources(
+        tune.with_parameters(
+            _ray_trial,
+            data=data,
+            defaults=trial_defaults(settings, threads=max(1, int(settings.cpus_per_trial))),
+            trainable_name=settings.trainable,
+            finished=finished or {},
+        ),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+    )
+
+
+def _callbacks(recorder: "_RunRecorder") -> list:
+    # Ray's own per-trial JSON/CSV results beside ours, without its TensorBoard logger.
+    return [recorder, JsonLoggerCallback(), CSVLoggerCallback()]
+
+
+def _trial_dirname(trial) -> str:
+    return trial.trial_id
+
+
+_EXPERIMENT = "ray"
+_REPLAYED = "replayed_from_run_directory"
+_STUDY = "search"
+
 # Ray Tune's own console tables and TensorBoard logger would duplicate the progress lines and the
 # TensorBoard files this engine writes; per-epoch checkpoints of short trials would trip its
-# snapshot-frequency warning. Users may still set these variables themselves.
-_RAY_QUIET = {
+# snapshot-frequency warning. The experiment state is snapshotted every second (Ray's default is
+# 10 s) so that a driver killed with SIGKILL loses as little as possible. Users may override each.
+_RAY_ENVIRONMENT = {
     "RAY_AIR_NEW_OUTPUT": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "TUNE_GLOBAL_CHECKPOINT_S": "1",
 }
 
 
+def _check_address(address: str) -> None:
+    """Fail within seconds, before anything runs, when nothing answers at ``host:port``."""
+    import socket
+
+    if not address or address == "auto" or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"`address` is {address!r}, but must be 'auto' or HOST:PORT (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        raise ValueError(
+            f"`address` {address!r}: nothing answers there ({error}); start the cluster "
+            "(`ray start --head` or `ray up cluster.yaml`) or fix the address"
+        ) from None
+
+
 def _connect(settings: Settings) -> bool:
-    """Join ``settings.address`` or an already running session, else start a local one; True if started."""
+    """Join ``settings.address`` or an already running session, else start a local one; True if started.
+
+    A local session binds to 127.0.0.1 with the dashboard off: Ray has no authentication of its
+    own on those ports, so nothing of it is reachable from other machines.
+    """
+    for key, value in _RAY_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
     if ray.is_initialized():
         return False
     if settings.address:
         ray.init(address=settings.address, logging_level="warning", log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, logging_level="warning", log_to_driver=False)
+        ray.init(
+            address="local",
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            logging_level="warning",
+            log_to_driver=False,
+        )
     return True
 
 
@@ -195,7 +422,7 @@ def _fitting_trials(settings: Settings) -> int:
     return max(1, min(settings.trials, slots))
 
 
-def _searcher(space: SpaceFile, settings: Settings, concurrency: int):
+def _searcher(space: SpaceFile, settings: Settings, concurrency: int, storage=None):
     import optuna
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -206,7 +433,15 @@ def _searcher(space: SpaceFile, settings: Settings, concurrency: int):
     sampler = optuna.samplers.TPESampler(
         seed=settings.seed, n_startup_trials=min(10, max(2, settings.trials // 4)), constant_liar=True
     )
-    return ConcurrencyLimiter(OptunaSearch(space=SpaceFunction(space.path, space.text), metric=settings.metric, mode=settings.mode, sampler=sampler), max_concurrent=concurrency)
+    searcher = OptunaSearch(
+        space=SpaceFunction(space.path, space.text),
+        metric=settings.metric,
+        mode=settings.mode,
+        sampler=sampler,
+        study_name=_STUDY,
+        storage=storage,
+    )
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrency)
 
 
 def _scheduler(settings: Settings):
@@ -252,9 +487,18 @@ class _RayCheckpoints:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
-def _ray_trial(config: dict, data, defaults: dict, trainable_name: str) -> None:
+def _ray_trial(config: dict, data, defaults: dict, trainable_name: str, finished: dict) -> None:
     from trainables import get_trainable
 
+    trial_id = tune.get_context().get_trial_id()
+    if trial_id in finished:
+        # The run directory says this trial ended before the driver died, after Ray's last
+        # snapshot: give Ray its recorded end instead of training it again.
+        last, error = finished[trial_id]
+        if error:
+            raise RuntimeError(f"this trial failed before the run was interrupted: {error}")
+        tune.report(last | {_REPLAYED: True})
+        return
     store = _RayCheckpoints()
     node_id = ray.get_runtime_context().get_node_id()
 
@@ -276,6 +520,7 @@ class _RunRecorder(tune.Callback):
         self.best: tuple[float, str, int] | None = None
         self.finished: dict[str, str] = {}
         self.started_at: dict[str, str] = {}
+        self.replayed: set[str] = set()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         directory = trial_dir(self.run_dir, trial.trial_id)
@@ -288,6 +533,9 @@ class _RunRecorder(tune.Callback):
         self._status(trial, "running")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get(_REPLAYED):  # already recorded before an interruption
+            self.replayed.add(trial.trial_id)
+            return
         metrics = {k: result[k] for k in _REPORTED if k in result}
         append_metrics(trial_dir(self.run_dir, trial.trial_id) / "metrics.jsonl", metrics)
         writer = self._writer(trial.trial_id)
@@ -303,14 +551,36 @@ class _RunRecorder(tune.Callback):
         self._progress(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        epoch = (trial.last_result or {}).get("epoch", 0)
-        status = "completed" if epoch >= self.settings.max_epochs else f"stopped early at epoch {epoch}"
-        self._finish(trial, status, "")
+        result = trial.last_result or {}
+        epoch = result.get("epoch", 0)
+        if result.get("diverged"):
+            status = f"diverged at epoch {epoch}"
+        elif epoch >= self.settings.max_epochs:
+            status = "completed"
+        else:
+            status = f"stopped early at epoch {epoch}"
+        self._finish(trial, status, result.get("error", "") if result.get("diverged") else "")
         self._progress(trials, force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, "error", _error_line(trial))
+        self._finish(trial, "error", self._keep_traceback(trial))
         self._progress(trials, force=True)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        # A failure Ray retries from the trial's last checkpoint (FailureConfig.max_failures).
+        error = self._keep_traceback(trial)
+        self._status(trial, f"retrying after failure {trial.num_failures}", error=error)
+
+    def _keep_traceback(self, trial) -> str:
+        """Copy the trial's traceback into its record; return its last line."""
+        path = trial.error_file
+        text = Path(path).read_text() if path and Path(path).exists() else ""
+        text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # Ray colours the actor's name
+        if text:
+            with open(trial_dir(self.run_dir, trial.trial_id) / "error.txt", "a") as file:
+                file.write(text.rstrip() + "\n\n")
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        return lines[-1][:300] if lines else "unknown error"
 
     def on_step_end(self, iteration, trials, **info):
         self._progress(trials)
@@ -322,6 +592,8 @@ class _RunRecorder(tune.Callback):
     def _finish(self, trial, status: str, error: str) -> None:
         self.finished[trial.trial_id] = status
         self._status(trial, status, error=error)
+        if trial.trial_id in self.replayed:
+            return
         writer = self._writer(trial.trial_id)
         _write_hparams(writer, trial.config, self._best_of(trial))
         writer.close()
@@ -396,6 +668,7 @@ _REPORTED = (
     "node_ip",
     "hostname",
     "pid",
+    "diverged",
 )
 
 
@@ -408,13 +681,6 @@ def _write_hparams(writer, params: dict, metrics: dict[str, float]) -> None:
     for key, value in metrics.items():
         writer.add_scalar(key, value)
     writer.flush()
-
-
-def _error_line(trial) -> str:
-    path = getattr(trial, "error_file", None)
-    text = Path(path).read_text() if path and Path(path).exists() else str(getattr(trial, "error_msg", "") or "")
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else "unknown error"
 
 
 def _environment() -> dict[str, Any]:

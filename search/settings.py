@@ -62,6 +62,8 @@ class Settings:
     # fraction (0.25: four trials share one GPU).
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    # Retries of a trial from its last checkpoint after it raised or its worker or node died.
+    max_failures: int = 2
     # Seeds the data split, the sampler and every trial's initialisation and shuffling.
     seed: int = 0
     # Run directory name under storage; default: <space file stem>-<UTC timestamp>.
@@ -81,6 +83,7 @@ class Settings:
             f"1 <= grace_period_epochs <= max_epochs (= {self.max_epochs})",
         )
         _check(self.reduction_factor >= 2, "reduction_factor", self.reduction_factor, "an integer >= 2")
+        _check(self.max_failures >= 0, "max_failures", self.max_failures, "an integer >= 0")
         _check(self.concurrency >= 0, "concurrency", self.concurrency, "an integer >= 0 (0: automatic)")
         _check(self.cpus_per_trial > 0, "cpus_per_trial", self.cpus_per_trial, "a number > 0")
         _check(self.gpus_per_trial >= 0, "gpus_per_trial", self.gpus_per_trial, "a number >= 0")

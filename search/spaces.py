@@ -146,6 +146,10 @@ def dry_run(space: SpaceFile, settings: Settings, samples: int = 16) -> list[dic
         if constants is not None and not isinstance(constants, dict):
             raise ValueError(f"{where}: space(trial) must return a dict of constants or None, got {type(constants).__name__}")
         config = trial_defaults(settings, threads=1) | trial.params | (constants or {})
+        configs.append(config)
+        study.tell(trial, 0.0)
+        if settings.trainable != "classifier":
+            continue  # a custom trainable checks its own config
         try:
             checked = TrialConfig.from_mapping(config)
             if (checked.model, checked.weights) not in checked_models:
@@ -153,7 +157,5 @@ def dry_run(space: SpaceFile, settings: Settings, samples: int = 16) -> list[dic
                 checked_models.add((checked.model, checked.weights))
         except (TypeError, ValueError) as error:
             raise ValueError(f"{where}: {error}") from None
-        configs.append(config)
-        study.tell(trial, 0.0)
     return configs
 

@@ -35,7 +35,14 @@ def ray_session():
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        logging_level="warning",
+        log_to_driver=False,
+    )
     yield ray
     ray.shutdown()
 

@@ -18,11 +18,16 @@ TRAINABLES = {
 
 
 def get_trainable(name: str) -> Callable:
+    """The trainable called ``name`` in TRAINABLES, or any importable ``"package.module:function"``."""
     from trainables._names import did_you_mean
 
-    if name not in TRAINABLES:
+    if name not in TRAINABLES and ":" not in name:
         raise ValueError(
-            f"unknown trainable {name!r}: expected one of {sorted(TRAINABLES)}" + did_you_mean(name, TRAINABLES)
+            f"unknown trainable {name!r}: expected one of {sorted(TRAINABLES)} or 'package.module:function'"
+            + did_you_mean(name, TRAINABLES)
         )
-    module, function = TRAINABLES[name].split(":")
-    return getattr(importlib.import_module(module), function)
+    module, _, function = TRAINABLES.get(name, name).partition(":")
+    try:
+        return getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"trainable {name!r} cannot be imported: {error}") from None

@@ -159,7 +159,14 @@ def train_classifier(
     for epoch in range(first_epoch, cfg.max_epochs + 1):
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = _train_epoch(net, optimizer, loss_fn, normalize, train_x, train_y, cfg, epoch)
+        try:
+            train_loss, train_acc = _train_epoch(net, optimizer, loss_fn, normalize, train_x, train_y, cfg, epoch)
+        except TrialDiverged as error:
+            # Not a crash and not worth a retry: report it as this trial's last result and stop.
+            nan = float("nan")
+            report({"epoch": epoch, "diverged": True, "error": str(error), "train_loss": nan,
+                    "val_loss": nan, "val_acc": 0.0, "lr": lr, "train_time_s": train_time})  # fmt: skip
+            return
         schedule.step()
         val_loss, val_acc = evaluate(net, normalize, val_x, val_y)
         seconds = time.perf_counter() - started

@@ -171,7 +171,17 @@ def _load_offline_lite0(net: nn.Module) -> None:
 
 
 def _load_checkpoint(net: nn.Module, path: Path) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    import pickle
+
+    try:
+        # weights_only: a checkpoint is data, never code; a crafted pickle is refused, not run.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first = str(error).strip().splitlines()[0]
+        raise ValueError(
+            f"checkpoint {str(path)!r} was refused: it holds Python objects other than tensors and "
+            f"plain containers, which are not loaded for safety ({first})"
+        ) from None
     for key in ("state_dict", "model", "model_state"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

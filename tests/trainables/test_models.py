@@ -111,3 +111,42 @@ def test_local_checkpoint_weights_load_and_replace_the_head(tmp_path):
     net = build_model("resnet18", num_classes=3, weights=str(path))
     assert torch.equal(net.conv1.weight, source.conv1.weight)
     assert net.get_classifier().out_features == 3
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the file named in its argument."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_crafted_pickle_checkpoint_is_refused_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"conv1.weight": _Payload(marker)}}, path)
+    with pytest.raises(ValueError, match="was refused: it holds Python objects"):
+        build_model("resnet18", num_classes=3, weights=str(path))
+    assert not marker.exists()
+
+
+def test_every_torch_load_in_the_project_is_weights_only():
+    from tests.conftest import REPO
+
+    calls = 0
+    for package in ("search", "trainables", "analysis"):
+        for source in (REPO / package).rglob("*.py"):
+            text = source.read_text()
+            start = text.find("torch.load(")
+            while start >= 0:
+                depth, end = 0, start + len("torch.load")
+                for end in range(end, len(text)):  # to the matching parenthesis
+                    depth += {"(": 1, ")": -1}.get(text[end], 0)
+                    if depth == 0:
+                        break
+                assert "weights_only=True" in text[start:end], f"{source}: {text[start:end + 1]}"
+                calls += 1
+                start = text.find("torch.load(", end)
+    assert calls >= 3
