@@ -430,9 +430,12 @@ def _searcher(space: SpaceFile, settings: Settings, concurrency: int, storage=No
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # TPE starts modelling after a quarter of the budget (at most 10 random trials), and
     # constant_liar keeps concurrent trials from being proposed on top of each other.
-    sampler = optuna.samplers.TPESampler(
-        seed=settings.seed, n_startup_trials=min(10, max(2, settings.trials // 4)), constant_liar=True
-    )
+    if settings.sampler == "random":
+        sampler = optuna.samplers.RandomSampler(seed=settings.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(
+            seed=settings.seed, n_startup_trials=min(10, max(2, settings.trials // 4)), constant_liar=True
+        )
     searcher = OptunaSearch(
         space=SpaceFunction(space.path, space.text),
         metric=settings.metric,
@@ -445,7 +448,10 @@ def _searcher(space: SpaceFile, settings: Settings, concurrency: int, storage=No
 
 
 def _scheduler(settings: Settings):
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if settings.scheduler == "fifo":
+        return FIFOScheduler()
 
     return ASHAScheduler(
         time_attr="epoch",

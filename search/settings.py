@@ -21,6 +21,9 @@ __all__ = ["METRIC_MODES", "Settings", "convert_settings", "field_types", "setti
 # This table is the only place mode is decided.
 METRIC_MODES = {"val_acc": "max", "val_loss": "min"}
 
+SAMPLERS = ("tpe", "random")
+SCHEDULERS = ("asha", "fifo")
+
 # Run names become folder names under the storage directory: keep them to one safe path segment.
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -52,6 +55,10 @@ class Settings:
     trials: int = 16
     # Epochs a trial trains at most; ASHA's max_t.
     max_epochs: int = 4
+    # "tpe" (Optuna's seeded TPE) or "random" (Optuna's random sampler, a baseline).
+    sampler: str = "tpe"
+    # "asha" (stop poor trials early) or "fifo" (every trial trains max_epochs, a baseline).
+    scheduler: str = "asha"
     # Epochs every trial trains before ASHA may stop it.
     grace_period_epochs: int = 1
     # ASHA keeps the best 1/reduction_factor of trials at each rung.
@@ -103,6 +110,11 @@ class Settings:
             round(self.val_fraction + self.test_fraction, 6),
             "< 0.9, so that at least 10% of the data trains",
         )
+        for field, value, choices in (("sampler", self.sampler, SAMPLERS), ("scheduler", self.scheduler, SCHEDULERS)):
+            if value not in choices:
+                raise ValueError(
+                    f"`{field}` is {value!r}, but must be one of {list(choices)}" + did_you_mean(value, choices)
+                )
         if self.metric not in METRIC_MODES:
             raise ValueError(
                 f"`metric` is {self.metric!r}, but must be one of {sorted(METRIC_MODES)}"

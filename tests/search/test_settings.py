@@ -33,3 +33,9 @@ def test_numbers_convert_but_strings_do_not():
     assert settings_from_mapping({"cpus_per_trial": 2, "trials": 4.0}, "t").cpus_per_trial == 2.0
     with pytest.raises(TypeError):
         settings_from_mapping({"trials": True}, "t")
+
+
+def test_sampler_and_scheduler_choices_name_the_closest():
+    assert Settings(sampler="random", scheduler="fifo").scheduler == "fifo"
+    with pytest.raises(ValueError, match=r"`scheduler` is 'ahsa'.*did you mean 'asha'"):
+        Settings(scheduler="ahsa")
