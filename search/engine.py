@@ -542,7 +542,7 @@ class _RunRecorder(tune.Callback):
         if result.get(_REPLAYED):  # already recorded before an interruption
             self.replayed.add(trial.trial_id)
             return
-        metrics = {k: result[k] for k in _REPORTED if k in result}
+        metrics = {k: result[k] for k in _REPORTED if k in result} | {"recorded_at": time.time()}
         append_metrics(trial_dir(self.run_dir, trial.trial_id) / "metrics.jsonl", metrics)
         writer = self._writer(trial.trial_id)
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"):

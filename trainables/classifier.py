@@ -168,6 +168,7 @@ def train_classifier(
                     "val_loss": nan, "val_acc": 0.0, "lr": lr, "train_time_s": train_time})  # fmt: skip
             return
         schedule.step()
+        training_seconds = time.perf_counter() - started
         val_loss, val_acc = evaluate(net, normalize, val_x, val_y)
         seconds = time.perf_counter() - started
         train_time += seconds
@@ -192,7 +193,7 @@ def train_classifier(
                 "lr": lr,
                 "epoch_time_s": seconds,
                 "train_time_s": train_time,
-                "images_per_s": len(train_x) / seconds,
+                "images_per_s": len(train_x) / training_seconds,  # training only, not validation
             }
         )
 
