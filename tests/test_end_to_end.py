@@ -136,3 +136,12 @@ def test_cli_joins_a_running_cluster_with_address(ray_session, tmp_path):
     assert "top 5 by val_acc" in done.stdout and "leaderboard:" in done.stdout
     assert len(pd.read_csv(tmp_path / "cli" / "leaderboard.csv")) == 2
     assert json.loads((tmp_path / "cli" / "settings.json").read_text())["address"] == address
+
+
+def test_random_search_with_fifo_trains_every_trial_to_the_end(ray_session, tmp_path_factory):
+    run_dir, _ = _search(
+        tmp_path_factory, "scratch_cnn.py", trials=3, max_epochs=2, grace_period_epochs=1,
+        sampler="random", scheduler="fifo", data_fraction=0.3,
+    )  # fmt: skip
+    table = pd.read_csv(run_dir / "leaderboard.csv")
+    assert (table["status"] == "completed").all() and (table["epochs"] == 2).all()
