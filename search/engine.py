@@ -31,7 +31,7 @@ from analysis.records import append_metrics, trial_dir, write_json
 from search.settings import Settings
 from search.spaces import SpaceFile, SpaceFunction, dry_run, trial_defaults
 
-__all__ = ["PreparedRun", "execute_run", "prepare_run", "run_search"]
+__all__ = ["PreparedRun", "execute_run", "gpu_share", "prepare_run", "run_search", "trial_status_from_error"]
 
 _PACKAGES = ("torch", "torchvision", "timm", "ray", "optuna", "numpy", "pandas", "scikit-learn", "tensorboard")
 
@@ -121,11 +121,12 @@ def execute_run(prepared: PreparedRun, out: Callable[[str], None] = print) -> Pa
     _write_run_dir(prepared, out)
     settings, run_dir, space = prepared.settings, prepared.run_dir, prepared.space
     data = trial_data(prepared.images, prepared.split)
-    started_ray = _connect(settings)
     for key, value in _RAY_QUIET.items():
         os.environ.setdefault(key, value)
     started_ray = _connect(settings)
     try:
+        if settings.gpu_packing == "auto":
+            settings = _pack_gpus(prepared, data, out)
         concurrency = settings.concurrency or _fitting_trials(settings)
         out(
             f"run {settings.name}: {settings.trials} trials, up to {concurrency} at once, "
@@ -139,6 +140,7 @@ def execute_run(prepared: PreparedRun, out: Callable[[str], None] = print) -> Pa
                     data=data,
                     defaults=trial_defaults(settings, threads=max(1, int(settings.cpus_per_trial))),
                     trainable_name=settings.trainable,
+                    run_dir=str(run_dir),
                 ),
                 {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
             ),
@@ -154,6 +156,8 @@ def execute_run(prepared: PreparedRun, out: Callable[[str], None] = print) -> Pa
                 # Ray's own per-trial JSON/CSV results, without its TensorBoard logger.
                 callbacks=[recorder, JsonLoggerCallback(), CSVLoggerCallback()],
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                # A trial whose worker or node is lost restarts from its last checkpoint, on any node.
+                failure_config=tune.FailureConfig(max_failures=settings.max_failures),
                 verbose=0,
             ),
         )
@@ -185,6 +189,45 @@ def _connect(settings: Settings) -> bool:
     else:
         ray.init(include_dashboard=False, logging_level="warning", log_to_driver=False)
     return True
+
+
+def _pack_gpus(prepared: PreparedRun, data, out: Callable[[str], None]) -> Settings:
+    """gpu_packing "auto": measure one training step of every dry-run configuration on one GPU, and
+    let as many trials share a GPU as the largest peak allows."""
+    from trainables.classifier import trials_per_gpu
+
+    settings = prepared.settings
+    if ray.cluster_resources().get("GPU", 0) < 1:
+        raise ValueError(
+            "`gpu_packing` is 'auto', but the Ray cluster has no GPU to measure on: "
+            "use gpu_packing 'fixed' (the default) on CPU-only clusters"
+        )
+    configs = dry_run(prepared.space, settings)
+    peak, gpu_bytes = ray.get(_measure_on_gpu.remote(configs, data))
+    per_gpu = trials_per_gpu(peak, gpu_bytes)
+    fraction = gpu_share(per_gpu)
+    out(
+        f"gpu packing: one training step peaks at {peak / 2**30:.2f} GiB of {gpu_bytes / 2**30:.1f} GiB "
+        f"(largest of {len(configs)} sampled configurations) -> {per_gpu} trials per GPU, "
+        f"{fraction} GPU each"
+    )
+    return dataclasses.replace(settings, gpus_per_trial=fraction)
+
+
+def gpu_share(trials_per_gpu: int) -> float:
+    """The GPU fraction each of ``trials_per_gpu`` trials asks Ray for, rounded down to Ray's
+    resource precision (1e-4) so that the shares never add up to more than one GPU."""
+    return math.floor(10_000 / trials_per_gpu) / 10_000
+
+
+@ray.remote(num_gpus=1)
+def _measure_on_gpu(configs: list[dict], data) -> tuple[int, int]:
+    import torch
+
+    from trainables.classifier import measure_step_memory
+
+    peak = max(measure_step_memory(config, data) for config in configs)
+    return peak, torch.cuda.get_device_properties(0).total_memory
 
 
 def _fitting_trials(settings: Settings) -> int:
@@ -252,16 +295,44 @@ class _RayCheckpoints:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
-def _ray_trial(config: dict, data, defaults: dict, trainable_name: str) -> None:
+def _ray_trial(config: dict, data, defaults: dict, trainable_name: str, run_dir: str) -> None:
     from trainables import get_trainable
+    from trainables.classifier import NOT_RETRIED
 
     store = _RayCheckpoints()
     node_id = ray.get_runtime_context().get_node_id()
+    # Ray retries every failed trial up to max_failures times; a failure that a retry would only
+    # reproduce (divergence, out of memory at the smallest micro-batch) is remembered in the run
+    # directory (shared storage) and re-raised at once instead of training again.
+    final = trial_dir(Path(run_dir), tune.get_context().get_trial_id()) / _FINAL_ERROR
+    if final.exists():
+        raise _RepeatedFailure(final.read_text().strip())
 
     def report(metrics: dict) -> None:
         store.report(metrics | {"node_id": node_id})  # which node ran each epoch
 
-    get_trainable(trainable_name)(defaults | config, data, report, store)
+    try:
+        get_trainable(trainable_name)(defaults | config, data, report, store)
+    except NOT_RETRIED as error:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        final.write_text(f"{type(error).__name__}: {error}\n")
+        raise
+
+
+_FINAL_ERROR = "final_error.txt"
+
+
+class _RepeatedFailure(RuntimeError):
+    """A deterministic failure of an earlier attempt of this trial, not run again."""
+
+
+def trial_status_from_error(error_line: str) -> str:
+    """The status a failed trial gets from its error: out of memory at the smallest micro-batch
+    is "infeasible: out of memory" (the configuration does not fit the GPU), anything else "error"."""
+    return _INFEASIBLE if _INFEASIBLE in error_line else "error"
+
+
+_INFEASIBLE = "infeasible: out of memory"
 
 
 class _RunRecorder(tune.Callback):
@@ -276,6 +347,7 @@ class _RunRecorder(tune.Callback):
         self.best: tuple[float, str, int] | None = None
         self.finished: dict[str, str] = {}
         self.started_at: dict[str, str] = {}
+        self.retries: dict[str, int] = {}
 
     def on_trial_start(self, iteration, trials, trial, **info):
         directory = trial_dir(self.run_dir, trial.trial_id)
@@ -309,8 +381,16 @@ class _RunRecorder(tune.Callback):
         self._progress(trials, force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, "error", _error_line(trial))
+        error = _error_line(trial)
+        self._finish(trial, trial_status_from_error(error), error)
         self._progress(trials, force=True)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        # Ray will restart the trial from its last checkpoint: not finished, not an error (yet).
+        self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
+        error = _error_line(trial)
+        self._status(trial, "retrying", error=error)
+        self.out(f"trial {trial.trial_id} failed ({error}); retry {self.retries[trial.trial_id]} from its last checkpoint")
 
     def on_step_end(self, iteration, trials, **info):
         self._progress(trials)
@@ -343,6 +423,7 @@ class _RunRecorder(tune.Callback):
             {
                 "status": status,
                 "error": error,
+                "retries": self.retries.get(trial.trial_id, 0),  # restarts after worker or node failures
                 "epochs": result.get("epoch", 0),
                 "node_id": result.get("node_id", ""),
                 "node_ip": result.get("node_ip", ""),
@@ -369,7 +450,7 @@ class _RunRecorder(tune.Callback):
         self.last_print = now
         running = sum(1 for t in trials if t.status == "RUNNING" and t.trial_id not in self.finished)
         stopped = sum(1 for s in self.finished.values() if s.startswith("stopped"))
-        errors = sum(1 for s in self.finished.values() if s == "error")
+        errors = sum(1 for s in self.finished.values() if s == "error" or s.startswith("infeasible"))
         pending = self.settings.trials - len(self.finished) - running
         best = (
             f"best {self.settings.metric} {self.best[0]:.4f} (trial {self.best[1]}, epoch {self.best[2]})"
@@ -392,6 +473,7 @@ _REPORTED = (
     "epoch_time_s",
     "train_time_s",
     "images_per_s",
+    "micro_batch",
     "node_id",
     "node_ip",
     "hostname",
@@ -434,7 +516,7 @@ def _clock(seconds: float) -> str:
 
 def _summary(out, table, path: Path, run_dir: Path, settings: Settings, seconds: float) -> None:
     stopped = int(table["status"].str.startswith("stopped").sum())
-    errors = int((table["status"] == "error").sum())
+    errors = int(table["status"].str.match(r"^(error|infeasible)").sum())
     out("")
     out(
         f"finished {len(table)} trials in {_clock(seconds)} ({stopped} stopped early by ASHA, {errors} errors)"
