@@ -382,10 +382,18 @@ class _RunRecorder(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = _error_line(trial)
-        self._finish(trial, trial_status_from_error(error), error)
+        status = trial_status_from_error(error)
+        if status == _INFEASIBLE:  # the message alone, without the exception's module path
+            error = error[error.index(_INFEASIBLE) :]
+        self._finish(trial, status, error)
         self._progress(trials, force=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
+        if (trial_dir(self.run_dir, trial.trial_id) / _FINAL_ERROR).exists():
+            # A failure a retry would only repeat (the trial wrote it down in _ray_trial). Ray has
+            # already scheduled one restart, which re-raises at once; allow no more than that.
+            trial.max_failures = 0
+            return
         # Ray will restart the trial from its last checkpoint: not finished, not an error (yet).
         self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
         error = _error_line(trial)

@@ -144,12 +144,12 @@ class TwoNodes:
             assert time.monotonic() < deadline, alive
             time.sleep(1)
 
-    def search(self, space: Path, storage: Path, name: str, *options: str) -> subprocess.Popen:
+    def search(self, space: Path, storage: Path, name: str, *options: str, env: dict | None = None) -> subprocess.Popen:
         command = [
             sys.executable, "-m", "search", "run", str(space), "--address", self.address,
             "--storage", str(storage), "--name", name, "--seed", "1", *options,
         ]  # fmt: skip
-        return subprocess.Popen(command, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(command, cwd=REPO, env=self.env | (env or {}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def stop(self) -> None:
         for node in (self.worker, self.head):
@@ -193,6 +193,30 @@ def test_a_search_uses_both_nodes_and_loses_no_result(two_nodes, tmp_path):
     print(f"trials per node: {split}")
     assert split["head"] >= 1 and split["worker"] >= 1 and sum(split.values()) == 6, (split, output[-2000:])
     assert "up to 2 at once" in output  # one CPU on each node: two trials at a time
+
+
+def test_out_of_memory_at_every_micro_batch_ends_infeasible_without_blind_retries(two_nodes, tmp_path):
+    # Every Ray worker of this search gets a one-image "GPU" (tests/memory_limit.py), through the
+    # job's runtime_env, as `ray job submit` passes it: no micro-batch fits.
+    hook = {"runtime_env": {"worker_process_setup_hook": "tests.memory_limit.install"}}
+    search = two_nodes.search(
+        REPO / "spaces" / "scratch_cnn.py", tmp_path, "oom",
+        "--trials", "2", "--max-epochs", "1", "--grace-period-epochs", "1", "--data-fraction", "0.3",
+        env={"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(hook)},
+    )  # fmt: skip
+    output = _finish(search)
+    run_dir = tmp_path / "oom"
+    table = pd.read_csv(run_dir / "leaderboard.csv", keep_default_na=False)
+    assert len(table) == 2 and (table["status"] == "infeasible: out of memory").all(), table
+    assert table["error"].str.match(r"^infeasible: out of memory at micro-batch 2 \(batch size \d+\)").all(), table["error"]
+    assert (table["epochs"] == 0).all() and (table["rank"] == "").all()  # no score, no rank
+    assert "2 errors" in output
+    for trial_id in table["trial_id"]:
+        assert read_json(run_dir / "trials" / trial_id / "status.json")["retries"] == 0
+        # Ray restarted it once (max_failures is 2), and that attempt re-raised without training.
+        (errors,) = (run_dir / "ray").glob(f"*{trial_id}*/error.txt")
+        attempts = errors.read_text().split("Failure # ")[1:]
+        assert len(attempts) == 2 and "_RepeatedFailure" in attempts[1], errors.read_text()[-2000:]
 
 
 # Every trial costs the same and trains long enough to be caught mid-run; ASHA stops none.

@@ -1,5 +1,6 @@
 import pytest
 
+from tests.memory_limit import MemoryLimit
 from trainables.classifier import TrialConfig, train_classifier
 
 SMALL = {"model": "scratch_resnet", "conv_blocks": 2, "base_width": 16, "batch_size": 32, "lr": 3e-3, "max_epochs": 3}
@@ -90,32 +91,9 @@ def test_config_numbers_are_converted():
 # --- out of memory: micro-batches with gradient accumulation, then "infeasible" -----------------
 
 
-class _MemoryLimit:
-    """A GPU of little memory, on the CPU: every module in training raises CUDA's out-of-memory
-    error on inputs of more than ``images`` images (a global forward pre-hook, removed on exit)."""
-
-    def __init__(self, images: int):
-        self.images, self.largest_ok = images, 0
-
-    def __enter__(self):
-        import torch
-
-        def hook(module, inputs):
-            if module.training and inputs and torch.is_tensor(inputs[0]) and inputs[0].ndim == 4:
-                if inputs[0].shape[0] > self.images:
-                    raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (test limit: {self.images} images)")
-                self.largest_ok = max(self.largest_ok, inputs[0].shape[0])
-
-        self.handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
-
-
 def test_out_of_memory_halves_the_micro_batch_and_keeps_training(small_trial_data):
     reports, store = [], MemoryCheckpoints()
-    with _MemoryLimit(images=10) as limit:
+    with MemoryLimit(images=10) as limit:
         train_classifier(SMALL | {"max_epochs": 2}, small_trial_data, reports.append, store)
     assert [r["micro_batch"] for r in reports] == [8, 8]  # 32 -> 16 -> 8 fits under 10
     assert 8 <= limit.largest_ok <= 9  # 9: a trailing single image joined the last micro-batch
@@ -129,7 +107,7 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_training(small_trial_dat
 def test_out_of_memory_at_the_smallest_micro_batch_is_infeasible(small_trial_data):
     from trainables.classifier import NOT_RETRIED, TrialInfeasible
 
-    with _MemoryLimit(images=1), pytest.raises(TrialInfeasible, match=r"^infeasible: out of memory at micro-batch 2 \(batch size 32\)"):
+    with MemoryLimit(images=1), pytest.raises(TrialInfeasible, match=r"^infeasible: out of memory at micro-batch 2 \(batch size 32\)"):
         train_classifier(SMALL, small_trial_data, [].append)
     assert issubclass(TrialInfeasible, NOT_RETRIED)
 
