@@ -118,15 +118,16 @@ def execute_run(prepared: PreparedRun, out: Callable[[str], None] = print) -> Pa
     """Write the run directory and run the trials. Joins a running Ray session if there is one."""
     from trainables.data import trial_data
 
-    _write_run_dir(prepared, out)
-    settings, run_dir, space = prepared.settings, prepared.run_dir, prepared.space
     data = trial_data(prepared.images, prepared.split)
     for key, value in _RAY_QUIET.items():
         os.environ.setdefault(key, value)
-    started_ray = _connect(settings)
+    started_ray = _connect(prepared.settings)
     try:
-        if settings.gpu_packing == "auto":
-            settings = _pack_gpus(prepared, data, out)
+        if prepared.settings.gpu_packing == "auto":
+            # Measured before the run directory is written, so settings.json holds the GPU share used.
+            prepared = dataclasses.replace(prepared, settings=_pack_gpus(prepared, data, out))
+        _write_run_dir(prepared, out)
+        settings, run_dir, space = prepared.settings, prepared.run_dir, prepared.space
         concurrency = settings.concurrency or _fitting_trials(settings)
         out(
             f"run {settings.name}: {settings.trials} trials, up to {concurrency} at once, "

@@ -136,3 +136,13 @@ def test_cli_joins_a_running_cluster_with_address(ray_session, tmp_path):
     assert "top 5 by val_acc" in done.stdout and "leaderboard:" in done.stdout
     assert len(pd.read_csv(tmp_path / "cli" / "leaderboard.csv")) == 2
     assert json.loads((tmp_path / "cli" / "settings.json").read_text())["address"] == address
+
+
+def test_gpu_packing_auto_without_a_gpu_says_so_and_writes_nothing(ray_session, tmp_path):
+    space = load_space(REPO / "spaces" / "scratch_cnn.py")
+    settings = resolve_settings(
+        space, {"storage": str(tmp_path), "name": "auto", "gpu_packing": "auto", "gpus_per_trial": 1.0, "trials": 2}
+    )
+    with pytest.raises(ValueError, match=r"`gpu_packing` is 'auto', but the Ray cluster has no GPU"):
+        run_search(space, settings, out=[].append)
+    assert not (tmp_path / "auto").exists()
