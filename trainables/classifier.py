@@ -281,17 +281,18 @@ class _Step:
             try:
                 return self._accumulate(images, labels)
             except torch.cuda.OutOfMemoryError as error:
-                self.optimizer.zero_grad(set_to_none=True)
-                smaller = next_micro_batch(self.micro_batch)
-                if smaller is None:
-                    raise TrialInfeasible(
-                        f"infeasible: out of memory at micro-batch {self.micro_batch} "
-                        f"(batch size {len(images)}): {str(error).splitlines()[0] if str(error) else 'CUDA OOM'}"
-                    ) from error
-                del error  # its traceback holds the failed step's tensors
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                self.micro_batch = smaller
+                reason = (str(error).strip().splitlines() or ["CUDA out of memory"])[0]
+            # Outside the except block: the error's traceback, which holds the failed step's
+            # tensors, is gone, so their memory can be returned before the retry.
+            self.optimizer.zero_grad(set_to_none=True)
+            smaller = next_micro_batch(self.micro_batch)
+            if smaller is None:
+                raise TrialInfeasible(
+                    f"infeasible: out of memory at micro-batch {self.micro_batch} (batch size {len(images)}): {reason}"
+                )
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self.micro_batch = smaller
 
     def _accumulate(self, images, labels) -> tuple[float, int]:
         self.optimizer.zero_grad(set_to_none=True)
