@@ -5,6 +5,11 @@ model and weights, data set), writes the run directory, then runs the trials wit
 OptunaSearch (define-by-run, seeded TPE) behind a concurrency limit, ASHA stopping on the
 ``epoch`` attribute, one checkpoint per epoch. A driver-side callback records every trial's
 config, metrics and status into the run directory and TensorBoard, so analysis never needs Ray.
+
+A trial whose worker or node is lost restarts from its last checkpoint on any node, up to
+``max_failures`` times; a failure that would only repeat (divergence, out of memory at the
+smallest micro-batch) is not retried. ``gpu_packing="auto"`` measures one training step per
+sampled configuration on a GPU and sets the GPU share of every trial from the largest peak.
 """
 
 from __future__ import annotations
@@ -353,6 +358,7 @@ class _RunRecorder(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         directory = trial_dir(self.run_dir, trial.trial_id)
         if (directory / "config.json").exists():  # restored after a failure: keep the first record
+            self._status(trial, "running")
             return
         write_json(
             directory / "config.json",
