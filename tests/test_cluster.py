@@ -169,7 +169,12 @@ def two_nodes(tmp_path_factory):
 
 
 def _finish(search: subprocess.Popen, timeout: float = 300) -> str:
-    output, _ = search.communicate(timeout=timeout)
+    try:
+        output, _ = search.communicate(timeout=timeout)
+    finally:
+        if search.poll() is None:  # timed out: the driver must not outlive the test
+            search.kill()
+            search.wait()
     assert search.returncode == 0, output[-4000:]
     return output
 
@@ -243,14 +248,19 @@ def test_trials_of_a_lost_node_resume_from_their_checkpoints_on_the_other(two_no
     )  # fmt: skip
     run_dir, worker = tmp_path / "node-lost", two_nodes.node_ids["worker"]
     victim, deadline = None, time.monotonic() + 240
-    while victim is None:  # the first trial on the second node with a checkpoint and epochs to go
-        assert search.poll() is None and time.monotonic() < deadline, "no trial reached the second node"
-        for trial in read_trials(run_dir) if (run_dir / "trials").exists() else []:
-            last = trial.metrics[-1] if trial.metrics else {}
-            if last.get("node_id") == worker and 1 <= last["epoch"] <= epochs - 3:
-                victim, killed_after = trial.trial_id, last["epoch"]
-                break
-        time.sleep(0.1)
+    try:
+        while victim is None:  # the first trial on the second node with a checkpoint and epochs to go
+            assert search.poll() is None and time.monotonic() < deadline, "no trial reached the second node"
+            for trial in read_trials(run_dir) if (run_dir / "trials").exists() else []:
+                last = trial.metrics[-1] if trial.metrics else {}
+                if last.get("node_id") == worker and 1 <= last["epoch"] <= epochs - 3:
+                    victim, killed_after = trial.trial_id, last["epoch"]
+                    break
+            time.sleep(0.1)
+    finally:
+        if victim is None and search.poll() is None:
+            search.kill()
+            search.wait()
     two_nodes.worker.kill()
     assert not two_nodes.worker.group_alive()
     output = _finish(search)
