@@ -69,7 +69,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     )
     board.add_argument("run_dir", metavar="RUN_DIR")
     board.add_argument("--sort", default=None, help="column to rank by (default: the run's metric)")
-    board.add_argument("--status", default=None, help="keep rows whose status starts with this (completed, stopped, error)")
+    board.add_argument("--status", default=None, help="keep rows whose status starts with this (completed, stopped, error, infeasible)")
     board.add_argument("--rows", type=int, default=None, help="print only the first ROWS rows")
     return parser, {"run": run, "resume": resume, "leaderboard": board}
 

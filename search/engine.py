@@ -5,6 +5,11 @@ model and weights, data set), writes the run directory, then runs the trials wit
 OptunaSearch (define-by-run, seeded TPE) behind a concurrency limit, ASHA stopping on the
 ``epoch`` attribute, one checkpoint per epoch. A driver-side callback records every trial's
 config, metrics and status into the run directory and TensorBoard, so analysis never needs Ray.
+
+A trial whose worker or node is lost restarts from its last checkpoint on any node, up to
+``max_failures`` times; a failure that would only repeat (divergence, out of memory at the
+smallest micro-batch) is not retried. ``gpu_packing="auto"`` measures one training step per
+sampled configuration on a GPU and sets the GPU share of every trial from the largest peak.
 """
 
 from __future__ import annotations
@@ -33,7 +38,16 @@ from analysis.records import append_metrics, trial_dir, write_json, write_text
 from search.settings import Settings
 from search.spaces import SpaceFile, SpaceFunction, dry_run, load_space, trial_defaults
 
-__all__ = ["PreparedRun", "execute_run", "prepare_run", "read_settings", "resume_run", "run_search"]
+__all__ = [
+    "PreparedRun",
+    "execute_run",
+    "gpu_share",
+    "prepare_run",
+    "read_settings",
+    "resume_run",
+    "run_search",
+    "trial_status_from_error",
+]
 
 _PACKAGES = ("torch", "torchvision", "timm", "ray", "optuna", "numpy", "pandas", "scikit-learn", "tensorboard")
 
@@ -126,11 +140,14 @@ def execute_run(prepared: PreparedRun, out: Callable[[str], None] = print) -> Pa
     """Write the run directory and run the trials. Joins a running Ray session if there is one."""
     from trainables.data import trial_data
 
-    _write_run_dir(prepared, out)
-    settings, run_dir, space = prepared.settings, prepared.run_dir, prepared.space
     data = trial_data(prepared.images, prepared.split)
-    started_ray = _connect(settings)
+    started_ray = _connect(prepared.settings)
     try:
+        if prepared.settings.gpu_packing == "auto":
+            # Measured before the run directory is written, so settings.json holds the GPU share used.
+            prepared = dataclasses.replace(prepared, settings=_pack_gpus(prepared, data, out))
+        _write_run_dir(prepared, out)
+        settings, run_dir, space = prepared.settings, prepared.run_dir, prepared.space
         concurrency = settings.concurrency or _fitting_trials(settings)
         out(
             f"run {settings.name}: {settings.trials} trials, up to {concurrency} at once, "
@@ -186,7 +203,7 @@ def resume_run(
         recorder = _RunRecorder(run_dir, settings, out)
         tuner = tune.Tuner.restore(
             str(experiment),
-            trainable=_tuner_trainable(settings, data, _ended_trials(run_dir)),
+            trainable=_tuner_trainable(settings, data, run_dir, _ended_trials(run_dir)),
             resume_unfinished=True,
             resume_errored=False,
         )
@@ -230,7 +247,7 @@ def _extend(run_dir: Path, space: SpaceFile, settings: Settings, data, trials: i
 
 def _tuner(settings, space, data, recorder, name: str, trials: int, concurrency: int, storage=None):
     return tune.Tuner(
-        _tuner_trainable(settings, data),
+        _tuner_trainable(settings, data, recorder.run_dir),
         tune_config=tune.TuneConfig(
             search_alg=_searcher(space, settings, concurrency, storage=storage),
             scheduler=_scheduler(settings),
@@ -335,13 +352,14 @@ def _describe_searcher(search_alg) -> dict[str, Any]:
     }
 
 
-def _tuner_trainable(settings: Settings, data, finished: dict | None = None) -> Any:
+def _tuner_trainable(settings: Settings, data, run_dir: Path, finished: dict | None = None) -> Any:
     return tune.with_resources(
         tune.with_parameters(
             _ray_trial,
             data=data,
             defaults=trial_defaults(settings, threads=max(1, int(settings.cpus_per_trial))),
             trainable_name=settings.trainable,
+            run_dir=str(run_dir),
             finished=finished or {},
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
@@ -412,6 +430,45 @@ def _connect(settings: Settings) -> bool:
             log_to_driver=False,
         )
     return True
+
+
+def _pack_gpus(prepared: PreparedRun, data, out: Callable[[str], None]) -> Settings:
+    """gpu_packing "auto": measure one training step of every dry-run configuration on one GPU, and
+    let as many trials share a GPU as the largest peak allows."""
+    from trainables.classifier import trials_per_gpu
+
+    settings = prepared.settings
+    if ray.cluster_resources().get("GPU", 0) < 1:
+        raise ValueError(
+            "`gpu_packing` is 'auto', but the Ray cluster has no GPU to measure on: "
+            "use gpu_packing 'fixed' (the default) on CPU-only clusters"
+        )
+    configs = dry_run(prepared.space, settings)
+    peak, gpu_bytes = ray.get(_measure_on_gpu.remote(configs, data))
+    per_gpu = trials_per_gpu(peak, gpu_bytes)
+    fraction = gpu_share(per_gpu)
+    out(
+        f"gpu packing: one training step peaks at {peak / 2**30:.2f} GiB of {gpu_bytes / 2**30:.1f} GiB "
+        f"(largest of {len(configs)} sampled configurations) -> {per_gpu} trials per GPU, "
+        f"{fraction} GPU each"
+    )
+    return dataclasses.replace(settings, gpus_per_trial=fraction)
+
+
+def gpu_share(trials_per_gpu: int) -> float:
+    """The GPU fraction each of ``trials_per_gpu`` trials asks Ray for, rounded down to Ray's
+    resource precision (1e-4) so that the shares never add up to more than one GPU."""
+    return math.floor(10_000 / trials_per_gpu) / 10_000
+
+
+@ray.remote(num_gpus=1)
+def _measure_on_gpu(configs: list[dict], data) -> tuple[int, int]:
+    import torch
+
+    from trainables.classifier import measure_step_memory
+
+    peak = max(measure_step_memory(config, data) for config in configs)
+    return peak, torch.cuda.get_device_properties(0).total_memory
 
 
 def _fitting_trials(settings: Settings) -> int:
@@ -493,8 +550,9 @@ class _RayCheckpoints:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
-def _ray_trial(config: dict, data, defaults: dict, trainable_name: str, finished: dict) -> None:
+def _ray_trial(config: dict, data, defaults: dict, trainable_name: str, run_dir: str, finished: dict) -> None:
     from trainables import get_trainable
+    from trainables.classifier import NOT_RETRIED
 
     trial_id = tune.get_context().get_trial_id()
     if trial_id in finished:
@@ -507,11 +565,38 @@ def _ray_trial(config: dict, data, defaults: dict, trainable_name: str, finished
         return
     store = _RayCheckpoints()
     node_id = ray.get_runtime_context().get_node_id()
+    # Ray retries every failed trial up to max_failures times; a failure that a retry would only
+    # reproduce (divergence, out of memory at the smallest micro-batch) is remembered in the run
+    # directory (shared storage) and re-raised at once instead of training again.
+    final = trial_dir(Path(run_dir), tune.get_context().get_trial_id()) / _FINAL_ERROR
+    if final.exists():
+        raise _RepeatedFailure(final.read_text().strip())
 
     def report(metrics: dict) -> None:
         store.report(metrics | {"node_id": node_id})  # which node ran each epoch
 
-    get_trainable(trainable_name)(defaults | config, data, report, store)
+    try:
+        get_trainable(trainable_name)(defaults | config, data, report, store)
+    except NOT_RETRIED as error:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        final.write_text(f"{type(error).__name__}: {error}\n")
+        raise
+
+
+_FINAL_ERROR = "final_error.txt"
+
+
+class _RepeatedFailure(RuntimeError):
+    """A deterministic failure of an earlier attempt of this trial, not run again."""
+
+
+def trial_status_from_error(error_line: str) -> str:
+    """The status a failed trial gets from its error: out of memory at the smallest micro-batch
+    is "infeasible: out of memory" (the configuration does not fit the GPU), anything else "error"."""
+    return _INFEASIBLE if _INFEASIBLE in error_line else "error"
+
+
+_INFEASIBLE = "infeasible: out of memory"
 
 
 class _RunRecorder(tune.Callback):
@@ -527,10 +612,12 @@ class _RunRecorder(tune.Callback):
         self.finished: dict[str, str] = {}
         self.started_at: dict[str, str] = {}
         self.replayed: set[str] = set()
+        self.retries: dict[str, int] = {}
 
     def on_trial_start(self, iteration, trials, trial, **info):
         directory = trial_dir(self.run_dir, trial.trial_id)
         if (directory / "config.json").exists():  # restored after a failure: keep the first record
+            self._status(trial, "running")
             return
         write_json(
             directory / "config.json",
@@ -569,13 +656,25 @@ class _RunRecorder(tune.Callback):
         self._progress(trials, force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._finish(trial, "error", self._keep_traceback(trial))
+        error = self._keep_traceback(trial)
+        status = trial_status_from_error(error)
+        if status == _INFEASIBLE:  # the message alone, without the exception's module path
+            error = error[error.index(_INFEASIBLE) :]
+        self._finish(trial, status, error)
         self._progress(trials, force=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        # A failure Ray retries from the trial's last checkpoint (FailureConfig.max_failures).
         error = self._keep_traceback(trial)
-        self._status(trial, f"retrying after failure {trial.num_failures}", error=error)
+        if (trial_dir(self.run_dir, trial.trial_id) / _FINAL_ERROR).exists():
+            # A failure a retry would only repeat (the trial wrote it down in _ray_trial). Ray has
+            # already scheduled one restart, which re-raises at once; allow no more than that.
+            trial.max_failures = 0
+            return
+        # Ray restarts the trial from its last checkpoint (FailureConfig.max_failures): not
+        # finished, not an error (yet).
+        self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
+        self._status(trial, "retrying", error=error)
+        self.out(f"trial {trial.trial_id} failed ({error}); retry {self.retries[trial.trial_id]} from its last checkpoint")
 
     def _keep_traceback(self, trial) -> str:
         """Copy the trial's traceback into its record; return its last line."""
@@ -621,6 +720,7 @@ class _RunRecorder(tune.Callback):
             {
                 "status": status,
                 "error": error,
+                "retries": self.retries.get(trial.trial_id, 0),  # restarts after worker or node failures
                 "epochs": result.get("epoch", 0),
                 "node_id": result.get("node_id", ""),
                 "node_ip": result.get("node_ip", ""),
@@ -631,7 +731,12 @@ class _RunRecorder(tune.Callback):
         )
 
     def _started_at(self, trial) -> str:
-        return self.started_at.setdefault(trial.trial_id, dt.datetime.now(dt.timezone.utc).isoformat())
+        if trial.trial_id not in self.started_at:
+            # A trial restored by `resume` keeps the start its record already has.
+            path = trial_dir(self.run_dir, trial.trial_id) / "status.json"
+            recorded = json.loads(path.read_text()).get("started_at") if path.exists() else None
+            self.started_at[trial.trial_id] = recorded or dt.datetime.now(dt.timezone.utc).isoformat()
+        return self.started_at[trial.trial_id]
 
     def _writer(self, trial_id: str):
         if trial_id not in self.writers:
@@ -647,7 +752,7 @@ class _RunRecorder(tune.Callback):
         self.last_print = now
         running = sum(1 for t in trials if t.status == "RUNNING" and t.trial_id not in self.finished)
         stopped = sum(1 for s in self.finished.values() if s.startswith("stopped"))
-        errors = sum(1 for s in self.finished.values() if s == "error")
+        errors = sum(1 for s in self.finished.values() if s == "error" or s.startswith("infeasible"))
         pending = self.settings.trials - len(self.finished) - running
         best = (
             f"best {self.settings.metric} {self.best[0]:.4f} (trial {self.best[1]}, epoch {self.best[2]})"
@@ -670,6 +775,7 @@ _REPORTED = (
     "epoch_time_s",
     "train_time_s",
     "images_per_s",
+    "micro_batch",
     "node_id",
     "node_ip",
     "hostname",
@@ -706,7 +812,7 @@ def _clock(seconds: float) -> str:
 
 def _summary(out, table, path: Path, run_dir: Path, settings: Settings, seconds: float) -> None:
     stopped = int(table["status"].str.startswith("stopped").sum())
-    errors = int((table["status"] == "error").sum())
+    errors = int(table["status"].str.match(r"^(error|infeasible)").sum())
     out("")
     out(
         f"finished {len(table)} trials in {_clock(seconds)} ({stopped} stopped early by ASHA, {errors} errors)"

@@ -15,7 +15,7 @@ from typing import Any
 
 from trainables._names import did_you_mean
 
-__all__ = ["METRIC_MODES", "Settings", "convert_settings", "field_types", "settings_from_mapping"]
+__all__ = ["GPU_PACKINGS", "METRIC_MODES", "Settings", "convert_settings", "field_types", "settings_from_mapping"]
 
 # Metrics a trial reports that the search may optimise, with the direction that is better.
 # This table is the only place mode is decided.
@@ -23,6 +23,9 @@ METRIC_MODES = {"val_acc": "max", "val_loss": "min"}
 
 SAMPLERS = ("tpe", "random")
 SCHEDULERS = ("asha", "fifo")
+
+# How trials share GPUs: "fixed" takes gpus_per_trial as given, "auto" measures (search/engine.py).
+GPU_PACKINGS = ("fixed", "auto")
 
 # Run names become folder names under the storage directory: keep them to one safe path segment.
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -69,7 +72,12 @@ class Settings:
     # fraction (0.25: four trials share one GPU).
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
-    # Retries of a trial from its last checkpoint after it raised or its worker or node died.
+    # "fixed": every trial holds gpus_per_trial GPUs. "auto": before the search, one training step
+    # of each dry-run configuration is measured on a GPU, and as many trials share a GPU as the
+    # largest peak memory allows (gpus_per_trial then only says that trials use GPUs).
+    gpu_packing: str = "fixed"
+    # Retries of a trial from its last checkpoint after it raised, or its worker or node died.
+    # Deterministic failures (divergence, out of memory at the smallest micro-batch) are not retried.
     max_failures: int = 2
     # Seeds the data split, the sampler and every trial's initialisation and shuffling.
     seed: int = 0
@@ -90,7 +98,6 @@ class Settings:
             f"1 <= grace_period_epochs <= max_epochs (= {self.max_epochs})",
         )
         _check(self.reduction_factor >= 2, "reduction_factor", self.reduction_factor, "an integer >= 2")
-        _check(self.max_failures >= 0, "max_failures", self.max_failures, "an integer >= 0")
         _check(self.concurrency >= 0, "concurrency", self.concurrency, "an integer >= 0 (0: automatic)")
         _check(self.cpus_per_trial > 0, "cpus_per_trial", self.cpus_per_trial, "a number > 0")
         _check(self.gpus_per_trial >= 0, "gpus_per_trial", self.gpus_per_trial, "a number >= 0")
@@ -100,6 +107,18 @@ class Settings:
             self.gpus_per_trial,
             "a fraction in (0, 1] or a whole number of GPUs",
         )
+        if self.gpu_packing not in GPU_PACKINGS:
+            raise ValueError(
+                f"`gpu_packing` is {self.gpu_packing!r}, but must be one of {list(GPU_PACKINGS)}"
+                + did_you_mean(self.gpu_packing, GPU_PACKINGS)
+            )
+        _check(
+            self.gpu_packing != "auto" or self.gpus_per_trial > 0,
+            "gpus_per_trial",
+            self.gpus_per_trial,
+            "> 0 when gpu_packing is 'auto' (trials must use GPUs to share them; e.g. --gpus-per-trial 1)",
+        )
+        _check(self.max_failures >= 0, "max_failures", self.max_failures, "an integer >= 0 (0: never retry)")
         _check(0 < self.data_fraction <= 1, "data_fraction", self.data_fraction, "0 < data_fraction <= 1")
         _check(self.image_size >= 8, "image_size", self.image_size, "an integer >= 8 (pixels)")
         _check(0 < self.val_fraction < 1, "val_fraction", self.val_fraction, "0 < val_fraction < 1")

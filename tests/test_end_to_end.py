@@ -145,3 +145,13 @@ def test_random_search_with_fifo_trains_every_trial_to_the_end(ray_session, tmp_
     )  # fmt: skip
     table = pd.read_csv(run_dir / "leaderboard.csv")
     assert (table["status"] == "completed").all() and (table["epochs"] == 2).all()
+
+
+def test_gpu_packing_auto_without_a_gpu_says_so_and_writes_nothing(ray_session, tmp_path):
+    space = load_space(REPO / "spaces" / "scratch_cnn.py")
+    settings = resolve_settings(
+        space, {"storage": str(tmp_path), "name": "auto", "gpu_packing": "auto", "gpus_per_trial": 1.0, "trials": 2}
+    )
+    with pytest.raises(ValueError, match=r"`gpu_packing` is 'auto', but the Ray cluster has no GPU"):
+        run_search(space, settings, out=[].append)
+    assert not (tmp_path / "auto").exists()

@@ -4,6 +4,12 @@
 ``report``; the engine passes one that forwards to Ray Tune together with the epoch's checkpoint.
 Data stays on the device as tensors (no DataLoader: the sets are small and already resized), and
 each epoch's shuffling is seeded by (seed, epoch), so a resumed trial replays the same batches.
+
+On CUDA (the one GPU Ray assigned: it sets CUDA_VISIBLE_DEVICES), training runs in mixed precision
+(bfloat16 where the GPU supports it, else float16 with a gradient scaler) and channels-last.
+A CUDA out-of-memory error is not fatal at once: the step is redone with half the micro-batch and
+gradient accumulation, so the optimizer still steps on ``batch_size`` images; below
+``MIN_MICRO_BATCH`` the trial raises ``TrialInfeasible``.
 """
 
 from __future__ import annotations
@@ -22,14 +28,38 @@ from trainables._names import did_you_mean
 from trainables.data import TrialData
 from trainables.models import build_model, input_normalization, set_train_mode
 
-__all__ = ["OPTIMIZERS", "Checkpoints", "TrialConfig", "TrialDiverged", "train_classifier"]
+__all__ = [
+    "MIN_MICRO_BATCH",
+    "NOT_RETRIED",
+    "OPTIMIZERS",
+    "Checkpoints",
+    "TrialConfig",
+    "TrialDiverged",
+    "TrialInfeasible",
+    "measure_step_memory",
+    "train_classifier",
+    "trials_per_gpu",
+]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine")
+# Smallest micro-batch tried after out-of-memory errors (images; BatchNorm needs at least 2).
+MIN_MICRO_BATCH = 2
 
 
 class TrialDiverged(FloatingPointError):
     """The training loss became NaN or infinite; retrying the same configuration will not help."""
+
+
+class TrialInfeasible(RuntimeError):
+    """Even the smallest micro-batch runs out of GPU memory: this configuration cannot train here.
+
+    The message starts with "infeasible: out of memory", which the run's records show as the status.
+    """
+
+
+# Failures that a retry from the last checkpoint would only reproduce.
+NOT_RETRIED = (TrialDiverged, TrialInfeasible)
 
 
 @dataclass(frozen=True)
@@ -136,8 +166,10 @@ def train_classifier(
         base_width=cfg.base_width,
         dropout=cfg.dropout,
     ).to(device)
+    precision = _Precision(device)
+    net = net.to(memory_format=precision.memory_format)
     mean, std = input_normalization(net, cfg.weights)
-    normalize = _Normalizer(mean, std, device)
+    normalize = _Normalizer(mean, std, device, precision.memory_format)
     train_x = torch.as_tensor(data.train_images).to(device)
     train_y = torch.as_tensor(data.train_labels).to(device)
     val_x = torch.as_tensor(data.val_images).to(device)
@@ -148,6 +180,7 @@ def train_classifier(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
     first_epoch, train_time = 1, 0.0
+    step = _Step(net, optimizer, loss_fn, normalize, precision, micro_batch=min(cfg.batch_size, len(train_x)))
     state = checkpoints.load() if checkpoints is not None else None
     if state is not None:
         net.load_state_dict(state["model"])
@@ -155,12 +188,15 @@ def train_classifier(
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["rng"])
         first_epoch, train_time = state["epoch"] + 1, state["train_time_s"]
+        step.micro_batch = state.get("micro_batch", step.micro_batch)  # what fitted before the restart
+        if "scaler" in state and precision.scaler is not None:
+            precision.scaler.load_state_dict(state["scaler"])
 
     for epoch in range(first_epoch, cfg.max_epochs + 1):
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         try:
-            train_loss, train_acc = _train_epoch(net, optimizer, loss_fn, normalize, train_x, train_y, cfg, epoch)
+            train_loss, train_acc = _train_epoch(step, train_x, train_y, cfg, epoch)
         except TrialDiverged as error:
             # Not a crash and not worth a retry: report it as this trial's last result and stop.
             nan = float("nan")
@@ -169,7 +205,7 @@ def train_classifier(
             return
         schedule.step()
         training_seconds = time.perf_counter() - started
-        val_loss, val_acc = evaluate(net, normalize, val_x, val_y)
+        val_loss, val_acc = evaluate(net, normalize, val_x, val_y, precision=precision)
         seconds = time.perf_counter() - started
         train_time += seconds
         if checkpoints is not None:
@@ -181,7 +217,9 @@ def train_classifier(
                     "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(),
                     "rng": torch.get_rng_state(),
+                    "micro_batch": step.micro_batch,
                 }
+                | ({"scaler": precision.scaler.state_dict()} if precision.scaler is not None else {})
             )
         report(
             {
@@ -194,6 +232,7 @@ def train_classifier(
                 "epoch_time_s": seconds,
                 "train_time_s": train_time,
                 "images_per_s": len(train_x) / training_seconds,  # training only, not validation
+                "micro_batch": step.micro_batch,  # below batch_size after out-of-memory errors
             }
         )
 
@@ -201,16 +240,112 @@ def train_classifier(
 class _Normalizer:
     """uint8 images to normalised float tensors, on the device the images already live on."""
 
-    def __init__(self, mean, std, device):
+    def __init__(self, mean, std, device, memory_format=torch.contiguous_format):
         self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, -1, 1, 1)
         self.shift = (torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, -1, 1, 1)
+        self.memory_format = memory_format
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return images.float() * self.scale - self.shift
+        return (images.float() * self.scale - self.shift).contiguous(memory_format=self.memory_format)
 
 
-def _train_epoch(net, optimizer, loss_fn, normalize, images, labels, cfg: TrialConfig, epoch: int):
-    set_train_mode(net)
+class _Precision:
+    """Mixed precision and memory layout for a device: bf16 autocast where the GPU supports it,
+    else fp16 with a gradient scaler; channels-last on CUDA. On the CPU: float32, as before."""
+
+    def __init__(self, device: torch.device):
+        self.device_type = device.type
+        self.dtype = autocast_dtype(device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
+        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+        self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
+
+
+def autocast_dtype(device_type: str, bf16_supported: bool) -> torch.dtype | None:
+    """The autocast dtype for a device: None (float32) off CUDA, bfloat16 if supported, else float16."""
+    if device_type != "cuda":
+        return None
+    return torch.bfloat16 if bf16_supported else torch.float16
+
+
+class _Step:
+    """One optimizer step on a batch, split into micro-batches whose gradients add up.
+
+    ``micro_batch`` starts at the batch size and halves after each CUDA out-of-memory error; the
+    step is then redone from its start (no optimizer step had happened), so the effective batch
+    size stays ``batch_size``. (The aborted forward passes did move BatchNorm running statistics,
+    as any micro-batching changes BatchNorm's per-batch statistics; accepted.)
+    """
+
+    def __init__(self, net, optimizer, loss_fn, normalize, precision: _Precision, micro_batch: int):
+        self.net, self.optimizer, self.loss_fn = net, optimizer, loss_fn
+        self.normalize, self.precision, self.micro_batch = normalize, precision, micro_batch
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
+        """Train on one batch; return the batch's summed loss and correct predictions."""
+        while True:
+            try:
+                return self._accumulate(images, labels)
+            except torch.cuda.OutOfMemoryError as error:
+                reason = (str(error).strip().splitlines() or ["CUDA out of memory"])[0]
+            # Outside the except block: the error's traceback, which holds the failed step's
+            # tensors, is gone, so their memory can be returned before the retry.
+            self.optimizer.zero_grad(set_to_none=True)
+            smaller = next_micro_batch(self.micro_batch)
+            if smaller is None:
+                raise TrialInfeasible(
+                    f"infeasible: out of memory at micro-batch {self.micro_batch} (batch size {len(images)}): {reason}"
+                )
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            self.micro_batch = smaller
+
+    def _accumulate(self, images, labels) -> tuple[float, int]:
+        self.optimizer.zero_grad(set_to_none=True)
+        total_loss, correct = 0.0, 0
+        for chunk in micro_batches(len(images), self.micro_batch):
+            x, y = self.normalize(images[chunk]), labels[chunk]
+            with self.precision.autocast():
+                logits = self.net(x)
+                loss = self.loss_fn(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise TrialDiverged(f"training loss is {loss.item()}")
+            # Mean loss of the chunk, weighted by its share of the batch: the gradients sum to the
+            # batch's mean-loss gradient.
+            scaled = loss * (len(y) / len(images))
+            if self.precision.scaler is not None:
+                scaled = self.precision.scaler.scale(scaled)
+            scaled.backward()
+            total_loss += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+        if self.precision.scaler is not None:
+            self.precision.scaler.step(self.optimizer)
+            self.precision.scaler.update()
+        else:
+            self.optimizer.step()
+        return total_loss, correct
+
+
+def next_micro_batch(micro_batch: int, floor: int = MIN_MICRO_BATCH) -> int | None:
+    """Half the micro-batch after an out-of-memory error, or None below ``floor``."""
+    half = micro_batch // 2
+    return half if half >= floor else None
+
+
+def micro_batches(batch: int, micro_batch: int) -> list[slice]:
+    """Slices of at most ``micro_batch`` positions covering ``range(batch)``; a trailing single
+    image joins the previous slice (BatchNorm cannot train on one image)."""
+    starts = list(range(0, batch, micro_batch))
+    if len(starts) > 1 and batch - starts[-1] < 2:
+        starts.pop()
+    ends = starts[1:] + [batch]
+    return [slice(a, b) for a, b in zip(starts, ends)]
+
+
+def _train_epoch(step: _Step, images, labels, cfg: TrialConfig, epoch: int):
+    set_train_mode(step.net)
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     order = torch.randperm(len(images), generator=generator).to(images.device)
     batch = min(cfg.batch_size, len(images))
@@ -219,31 +354,97 @@ def _train_epoch(net, optimizer, loss_fn, normalize, images, labels, cfg: TrialC
         index = order[start : start + batch]
         if len(index) < 2:  # BatchNorm cannot train on a single image
             continue
-        x, y = normalize(images[index]), labels[index]
-        logits = net(x)
-        loss = loss_fn(logits, y)
-        if not torch.isfinite(loss):
-            raise TrialDiverged(f"training loss is {loss.item()} at epoch {epoch}, step {start // batch}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * len(index)
-        correct += (logits.argmax(1) == y).sum().item()
+        try:
+            loss, right = step(images[index], labels[index])
+        except TrialDiverged as error:
+            raise TrialDiverged(f"{error} at epoch {epoch}, step {start // batch}") from None
+        total_loss += loss
+        correct += right
         seen += len(index)
     return total_loss / seen, correct / seen
 
 
 @torch.inference_mode()
-def evaluate(net: nn.Module, normalize, images: torch.Tensor, labels: torch.Tensor, batch: int = 512):
+def evaluate(
+    net: nn.Module, normalize, images: torch.Tensor, labels: torch.Tensor, batch: int = 512, precision=None
+):
     """Mean cross-entropy and accuracy of ``net`` on ``images``."""
     net.eval()
     total_loss, correct = 0.0, 0
     for start in range(0, len(images), batch):
-        logits = net(normalize(images[start : start + batch]))
+        if precision is not None:
+            with precision.autocast():
+                logits = net(normalize(images[start : start + batch])).float()
+        else:
+            logits = net(normalize(images[start : start + batch]))
         y = labels[start : start + batch]
         total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
     return total_loss / len(images), correct / len(images)
+
+
+def measure_step_memory(config: Mapping[str, Any], data: TrialData) -> int:
+    """Peak CUDA memory, in bytes, of one training step of ``config`` at its full batch size,
+    including the model, optimizer state and the data set kept on the GPU (not the CUDA context)."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("measuring a training step's GPU memory needs a CUDA GPU, and none is visible")
+    cfg = TrialConfig.from_mapping(config)
+    device = torch.device("cuda")
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    net = build_model(
+        cfg.model,
+        num_classes=len(data.classes),
+        weights=cfg.weights,
+        frozen_fraction=cfg.frozen_fraction,
+        conv_blocks=cfg.conv_blocks,
+        base_width=cfg.base_width,
+        dropout=cfg.dropout,
+    ).to(device)
+    precision = _Precision(device)
+    net = net.to(memory_format=precision.memory_format)
+    mean, std = input_normalization(net, cfg.weights)
+    images = torch.as_tensor(data.train_images).to(device)
+    labels = torch.as_tensor(data.train_labels).to(device)
+    val = torch.as_tensor(data.val_images).to(device)
+    batch = min(cfg.batch_size, len(images))
+    step = _Step(
+        net,
+        _optimizer(cfg, net),
+        nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        _Normalizer(mean, std, device, precision.memory_format),
+        precision,
+        micro_batch=batch,
+    )
+    set_train_mode(net)
+    step(images[:batch], labels[:batch])
+    step(images[:batch], labels[:batch])  # the second step holds the optimizer's state as well
+    peak = torch.cuda.max_memory_allocated(device) - before
+    del net, step, images, labels, val
+    torch.cuda.empty_cache()
+    return int(peak)
+
+
+# Per-process memory the allocator does not count: the CUDA context and cuDNN/cuBLAS workspaces.
+CUDA_CONTEXT_BYTES = 600 * 2**20
+
+
+def trials_per_gpu(
+    peak_bytes: int, gpu_bytes: int, context_bytes: int = CUDA_CONTEXT_BYTES, headroom: float = 0.1, most: int = 8
+) -> int:
+    """How many trials of measured ``peak_bytes`` fit on one GPU of ``gpu_bytes``.
+
+    Each trial costs its peak plus a CUDA context; ``headroom`` (a share of the GPU) stays free for
+    fragmentation and batches larger than the measured one. At least 1 (a trial that does not fit
+    alone falls back to micro-batches), at most ``most`` (beyond that the GPU's compute is the limit).
+    """
+    if peak_bytes <= 0 or gpu_bytes <= 0:
+        raise ValueError(f"peak_bytes and gpu_bytes must be > 0, but got ({peak_bytes}, {gpu_bytes})")
+    if not 0 <= headroom < 1:
+        raise ValueError(f"The value of `headroom` is {headroom!r}, but must be 0 <= headroom < 1.")
+    fitting = int(gpu_bytes * (1 - headroom) // (peak_bytes + context_bytes))
+    return max(1, min(most, fitting))
 
 
 def _optimizer(cfg: TrialConfig, net: nn.Module) -> torch.optim.Optimizer:

@@ -17,6 +17,9 @@ def test_mode_follows_the_metric():
         ({"name": "../../x"}, r"cannot leave the storage directory"),
         ({"gpus_per_trial": 1.5}, r"a fraction in \(0, 1\] or a whole number"),
         ({"val_fraction": 0.5, "test_fraction": 0.45}, r"at least 10% of the data trains"),
+        ({"max_failures": -1}, r"`max_failures` is -1, but must be an integer >= 0"),
+        ({"gpu_packing": "automatic"}, r"`gpu_packing` is 'automatic'.*did you mean 'auto'"),
+        ({"gpu_packing": "auto"}, r"`gpus_per_trial` is 0.0, but must be > 0 when gpu_packing is 'auto'"),
     ],
 )
 def test_invalid_settings_say_value_rule_and_fix(values, message):
@@ -39,3 +42,8 @@ def test_sampler_and_scheduler_choices_name_the_closest():
     assert Settings(sampler="random", scheduler="fifo").scheduler == "fifo"
     with pytest.raises(ValueError, match=r"`scheduler` is 'ahsa'.*did you mean 'asha'"):
         Settings(scheduler="ahsa")
+
+
+def test_trials_are_retried_after_failures_by_default():
+    assert Settings().max_failures == 2 and Settings().gpu_packing == "fixed"
+    assert Settings(gpu_packing="auto", gpus_per_trial=1).gpu_packing == "auto"

@@ -1,5 +1,6 @@
 import pytest
 
+from tests.memory_limit import MemoryLimit
 from trainables.classifier import TrialConfig, train_classifier
 
 SMALL = {"model": "scratch_resnet", "conv_blocks": 2, "base_width": 16, "batch_size": 32, "lr": 3e-3, "max_epochs": 3}
@@ -85,3 +86,119 @@ def test_config_numbers_are_converted():
     config = TrialConfig.from_mapping({"lr": 1, "batch_size": 64.0, "nesterov": 1})
     assert config.lr == 1.0 and isinstance(config.lr, float)
     assert config.batch_size == 64 and config.nesterov is True
+
+
+# --- out of memory: micro-batches with gradient accumulation, then "infeasible" -----------------
+
+
+def test_out_of_memory_halves_the_micro_batch_and_keeps_training(small_trial_data):
+    reports, store = [], MemoryCheckpoints()
+    with MemoryLimit(images=10) as limit:
+        train_classifier(SMALL | {"max_epochs": 2}, small_trial_data, reports.append, store)
+    assert [r["micro_batch"] for r in reports] == [8, 8]  # 32 -> 16 -> 8 fits under 10
+    assert 8 <= limit.largest_ok <= 9  # 9: a trailing single image joined the last micro-batch
+    assert [s["micro_batch"] for s in store.saved] == [8, 8]  # a resumed trial starts at 8
+    assert reports[-1]["val_acc"] > 0.5  # still learns
+    unlimited = []
+    train_classifier(SMALL | {"max_epochs": 1}, small_trial_data, unlimited.append)
+    assert unlimited[0]["micro_batch"] == 32
+
+
+def test_out_of_memory_at_the_smallest_micro_batch_is_infeasible(small_trial_data):
+    from trainables.classifier import NOT_RETRIED, TrialInfeasible
+
+    with MemoryLimit(images=1), pytest.raises(TrialInfeasible, match=r"^infeasible: out of memory at micro-batch 2 \(batch size 32\)"):
+        train_classifier(SMALL, small_trial_data, [].append)
+    assert issubclass(TrialInfeasible, NOT_RETRIED)
+
+
+def test_micro_batches_accumulate_the_full_batch_gradient():
+    # Without BatchNorm, gradient accumulation over micro-batches is the full batch's gradient.
+    import torch
+
+    from trainables.classifier import _Normalizer, _Precision, _Step
+
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (13, 3, 4, 4), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (13,))
+    grads = {}
+    for micro in (13, 4, 2):
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10))
+        torch.nn.init.constant_(net[1].weight, 0.01)
+        torch.nn.init.constant_(net[1].bias, 0.0)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # lr 0: the step leaves the weights
+        step = _Step(net, optimizer, torch.nn.CrossEntropyLoss(), _Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), _Precision(torch.device("cpu")), micro)
+        loss, _ = step(images, labels)
+        grads[micro] = (net[1].weight.grad.clone(), loss)
+    for micro in (4, 2):
+        assert torch.allclose(grads[micro][0], grads[13][0], atol=1e-6)
+        assert grads[micro][1] == pytest.approx(grads[13][1], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "batch, micro, sizes",
+    [(32, 32, [32]), (32, 8, [8, 8, 8, 8]), (13, 4, [4, 4, 5]), (14, 4, [4, 4, 4, 2]), (3, 2, [3])],
+)
+def test_micro_batches_cover_the_batch_without_single_images(batch, micro, sizes):
+    from trainables.classifier import micro_batches
+
+    slices = micro_batches(batch, micro)
+    assert [s.stop - s.start for s in slices] == sizes
+    assert slices[0].start == 0 and slices[-1].stop == batch
+
+
+def test_micro_batch_halves_down_to_the_floor():
+    from trainables.classifier import MIN_MICRO_BATCH, next_micro_batch
+
+    assert MIN_MICRO_BATCH == 2
+    assert [next_micro_batch(m) for m in (128, 5, 4, 3, 2)] == [64, 2, 2, None, None]
+
+
+# --- GPUs: precision and packing, the parts that are plain arithmetic -----------------------------
+
+
+def test_mixed_precision_is_bf16_where_supported_else_fp16_and_off_on_the_cpu():
+    import torch
+
+    from trainables.classifier import autocast_dtype
+
+    assert autocast_dtype("cuda", bf16_supported=True) is torch.bfloat16
+    assert autocast_dtype("cuda", bf16_supported=False) is torch.float16
+    assert autocast_dtype("cpu", bf16_supported=True) is None
+
+
+@pytest.mark.parametrize(
+    "peak_gib, gpu_gib, trials",
+    [
+        (1.0, 80.0, 8),  # many would fit; compute, not memory, is then the limit
+        (4.0, 80.0, 8),
+        (10.0, 80.0, 6),  # 72 GiB usable / (10 + 0.59) GiB
+        (20.0, 24.0, 1),
+        (30.0, 24.0, 1),  # does not fit alone: one per GPU, micro-batches take over
+        (2.0, 16.0, 5),
+    ],
+)
+def test_trials_per_gpu_from_measured_peak_memory(peak_gib, gpu_gib, trials):
+    from trainables.classifier import trials_per_gpu
+
+    assert trials_per_gpu(int(peak_gib * 2**30), int(gpu_gib * 2**30)) == trials
+
+
+def test_trials_per_gpu_rejects_nonsense():
+    from trainables.classifier import trials_per_gpu
+
+    with pytest.raises(ValueError, match=r"must be > 0, but got \(0, 100\)"):
+        trials_per_gpu(0, 100)
+    with pytest.raises(ValueError, match=r"`headroom` is 1.0, but must be 0 <= headroom < 1"):
+        trials_per_gpu(10, 100, headroom=1.0)
+
+
+def test_measuring_step_memory_without_a_gpu_says_so(small_trial_data):
+    import torch
+
+    from trainables.classifier import measure_step_memory
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the measurement would run")
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        measure_step_memory(SMALL, small_trial_data)
