@@ -49,15 +49,19 @@ def frozen_trials(run_dir: Path) -> tuple[list[Any], dict[str, Any]]:
     for record in read_trials(run_dir):
         replay.enqueue_trial(record.params, skip_if_exists=False)
         asked = replay.ask()
-        space.space(asked)
+        try:
+            space.space(asked)
+            problem = ""
+        except Exception as error:  # e.g. a recorded value outside an edited range or choice list
+            problem = f"{type(error).__name__}: {error}"
         replay.tell(asked, state=TrialState.FAIL)
-        params = {name: record.params[name] for name in asked.params if name in record.params}
         changed = {n: (record.params.get(n), v) for n, v in asked.params.items() if record.params.get(n) != v}
-        if changed:
+        if problem or changed:
             raise ValueError(
                 f"trial {record.trial_id}: {run_dir / 'space.py'} does not replay the recorded values "
-                f"{changed} (recorded, replayed); was space.py edited after the run?"
+                f"{record.params} ({problem or f'recorded, replayed: {changed}'}); was space.py edited after the run?"
             )
+        params = {name: record.params[name] for name in asked.params}
         scores = {m["epoch"]: m[metric] for m in record.metrics if m.get(metric) is not None and "epoch" in m}
         state = TrialState.COMPLETE if scores else TrialState.FAIL
         best = (max if mode == "max" else min)(scores.values()) if scores else None

@@ -14,6 +14,7 @@ def _cli(*args, timeout=120):
 def test_help_lists_commands_and_imports_nothing_heavy():
     done = _cli("--help")
     assert done.returncode == 0 and "run" in done.stdout and "leaderboard" in done.stdout
+    assert all(command in done.stdout for command in ("report", "retrain", "predict"))
     probe = "import sys, search.cli; sys.argv=['x']; print(sorted({'torch', 'ray', 'timm', 'optuna'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True).stdout.strip() == "[]"
 
@@ -21,7 +22,8 @@ def test_help_lists_commands_and_imports_nothing_heavy():
 def test_every_setting_is_an_option():
     done = _cli("run", "--help")
     for option in ("--trials", "--max-epochs", "--concurrency", "--cpus-per-trial", "--gpus-per-trial", "--dataset",
-                   "--name", "--storage", "--address", "--seed", "--grace-period-epochs", "--reduction-factor"):
+                   "--name", "--storage", "--address", "--seed", "--grace-period-epochs", "--reduction-factor",
+                   "--no-retrain"):
         assert option in done.stdout
 
 
@@ -41,6 +43,9 @@ def test_unknown_option_names_the_closest(capsys):
         (["run", "spaces/scratch_cnn.py", "--name", "../../etc"], "cannot leave the storage directory"),
         (["run", "spaces/nothing.py"], "space file 'spaces/nothing.py' does not exist"),
         (["leaderboard", "/nowhere"], "is not a run directory"),
+        (["report", "/nowhere"], "'/nowhere' is not a run directory"),
+        (["retrain", "/nowhere", "--top-k", "2"], "'/nowhere' is not a run directory"),
+        (["predict", "/nowhere", "a.png"], "'/nowhere' is not a run directory"),
     ],
 )
 def test_bad_input_fails_before_anything_runs(args, message, tmp_path, capsys):
