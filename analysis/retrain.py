@@ -251,7 +251,8 @@ def _train_and_test(directory: Path, trial_id: str, rank: int, config: dict, epo
     )
     # The one evaluation on the test split.
     probabilities = model.probabilities(data.test_images)
-    test_loss = float(-np.log(np.clip(probabilities[np.arange(len(data.test_labels)), data.test_labels], 1e-12, None)).mean())
+    picked = probabilities[np.arange(len(data.test_labels)), data.test_labels]
+    test_loss = float(-np.log(np.clip(picked, 1e-12, None)).mean()) + 0.0  # + 0.0: no "-0.0" in the CSV
     confusion = confusion_matrix(data.test_labels, probabilities.argmax(1), len(data.classes))
     summary, per_class = classification_metrics(confusion, data.classes)
     metrics = {
