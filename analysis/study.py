@@ -138,15 +138,23 @@ def parameter_importance(run_dir: Path, seed: int = 0) -> pd.DataFrame:
     varied = [n for n in common if len({repr(t.params[n]) for t in scored}) > 1]
     importances: dict[str, float] = {}
     reasons: dict[str, str] = {}
+    why = ""
     if len(scored) < 2 or not varied:
         why = f"{len(scored)} scored trial(s): fANOVA needs at least 2 with a varied parameter"
-        reasons = {name: why for name in every}
+    elif len({t.value for t in scored}) == 1:
+        why = f"all {len(scored)} scored trials have the same {settings['metric']}: no variance to attribute"
     else:
         study = optuna.create_study(direction="maximize" if settings["mode"] == "max" else "minimize")
         study.add_trials(scored)
-        importances = optuna.importance.get_param_importances(
-            study, evaluator=FanovaImportanceEvaluator(seed=seed), params=varied
-        )
+        try:
+            importances = optuna.importance.get_param_importances(
+                study, evaluator=FanovaImportanceEvaluator(seed=seed), params=varied
+            )
+        except RuntimeError as error:  # e.g. the forest finds no variance to split
+            why = f"fANOVA failed: {error}"
+    if why:
+        reasons = {name: why for name in every}
+    else:
         for name in every:
             if name in importances:
                 continue

@@ -79,3 +79,13 @@ def test_importance_names_every_parameter_and_says_why_one_is_unscored(run_dir):
     scored = table["importance"].dropna()
     assert scored.sum() == pytest.approx(1.0) and (scored >= 0).all()
     assert table.loc["momentum", "trials_with_parameter"] == 2
+
+
+def test_importance_of_trials_that_all_scored_the_same_is_unscored_with_the_reason(tmp_path):
+    write_json(tmp_path / "settings.json", {"metric": "val_acc", "mode": "max", "name": "flat"})
+    (tmp_path / "space.py").write_text(SPACE)
+    _trial(tmp_path, "a", {"lr": 0.01, "optimizer": "adam", "batch_size": 32}, [0.1], "completed")
+    _trial(tmp_path, "b", {"lr": 0.05, "optimizer": "adam", "batch_size": 64}, [0.1], "completed")
+    table = parameter_importance(tmp_path)
+    assert set(table["parameter"]) == {"lr", "optimizer", "batch_size"} and table["importance"].isna().all()
+    assert table["reason"].str.contains("all 2 scored trials have the same val_acc").all()
