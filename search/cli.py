@@ -137,8 +137,10 @@ def _finish_run(run_dir, retrain: bool) -> None:
 
     if retrain:
         print("")
-        table = retrain_top(run_dir)
-        print(format_test_summary(table))
+        try:
+            print(format_test_summary(retrain_top(run_dir)))
+        except ValueError as error:  # e.g. every trial failed: nothing to retrain, the run still stands
+            print(f"retrain skipped: {error}", file=sys.stderr)
     print(f"report: {write_report(run_dir)}")
 
 

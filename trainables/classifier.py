@@ -213,7 +213,7 @@ def build_classifier(config: Mapping[str, Any], classes: tuple[str, ...], state_
     cfg = TrialConfig.from_mapping(config)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     # A saved state dict replaces every weight, so pretrained weights need not be loaded first.
-    build = dataclasses.replace(cfg, weights="none") if state_dict is not None and cfg.model != "scratch_resnet" else cfg
+    build = dataclasses.replace(cfg, weights="none") if state_dict is not None else cfg
     net, _ = _network(build, len(classes), device)
     if state_dict is not None:
         net.load_state_dict(state_dict)
