@@ -1,1 +1,6 @@
-"""What we learned from a run: ranking and reports, read from the run directory's files alone."""
+"""What we learned from a run: ranking and reports, read from the run directory's files alone.
+
+``leaderboard`` ranks the trials; ``study`` exports them as an Optuna study and scores parameter
+importance; ``plots`` and ``report`` draw them into ``report.md``; ``retrain`` trains the winners on
+train + validation and tests each model once; ``predict`` classifies new images with the winner.
+"""

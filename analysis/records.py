@@ -12,6 +12,8 @@
         events.out.tfevents.*  TensorBoard scalars and HParams
       ray/                     Ray Tune's own experiment state and checkpoints
       leaderboard.csv
+      importance.csv, study.db, plots/, report.md      analysis.report
+      test_results.csv, retrain/                       analysis.retrain (the only reader of the test split)
 
 Every file is written atomically (temporary file, then rename), so a crash leaves the previous
 version. Nothing here imports Ray.

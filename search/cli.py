@@ -23,6 +23,9 @@ _EXAMPLES = """examples:
   python -m search resume runs/resnet-20261125-120000        continue a run after a crash
   python -m search resume runs/resnet-20261125-120000 --trials 40   extend it to 40 trials
   python -m search leaderboard runs/resnet-20261125-120000   rank the trials of a run
+  python -m search report runs/resnet-20261125-120000        importance, Optuna study, plots, report.md
+  python -m search retrain runs/resnet-20261125-120000 --top-k 3    retrain the top 3, test each once
+  python -m search predict runs/resnet-20261125-120000 a.png  top-5 classes from the winner
 """
 
 
@@ -63,6 +66,13 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     resume.add_argument("run_dir", metavar="RUN_DIR")
     resume.add_argument("--trials", type=int, default=None, help="a budget above the run's own extends the search")
     resume.add_argument("--address", default=None, help="Ray cluster to join (default: the run's own setting)")
+    for command in (run, resume):
+        command.add_argument(
+            "--no-retrain",
+            dest="no_retrain",
+            action="store_true",
+            help="skip retraining the winner on train+validation and testing it once (done by default)",
+        )
 
     board = commands.add_parser(
         "leaderboard", help="rebuild and print a run's leaderboard from its files", allow_abbrev=False
@@ -71,7 +81,34 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     board.add_argument("--sort", default=None, help="column to rank by (default: the run's metric)")
     board.add_argument("--status", default=None, help="keep rows whose status starts with this (completed, stopped, error, infeasible)")
     board.add_argument("--rows", type=int, default=None, help="print only the first ROWS rows")
-    return parser, {"run": run, "resume": resume, "leaderboard": board}
+
+    report = commands.add_parser(
+        "report", help="parameter importance, the Optuna study, plots and report.md of a run", allow_abbrev=False
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR")
+    report.add_argument(
+        "--study-storage", default=None, metavar="URL",
+        help="Optuna storage URL to export the study to (default: sqlite:///RUN_DIR/study.db)",
+    )  # fmt: skip
+
+    retrain = commands.add_parser(
+        "retrain",
+        help="retrain the top trials on train+validation and evaluate each model once on the test split",
+        allow_abbrev=False,
+    )
+    retrain.add_argument("run_dir", metavar="RUN_DIR")
+    retrain.add_argument("--top-k", dest="top_k", type=int, default=1, help="trials to retrain (default 1)")
+    retrain.add_argument("--seeds", type=int, default=3, help="models per trial, seeds seed..seed+S-1 (default 3)")
+    retrain.add_argument("--force", action="store_true", help="retrain and test again instead of reusing stored results")
+
+    predict = commands.add_parser(
+        "predict", help="top-5 classes of images from the run's retrained winner", allow_abbrev=False
+    )
+    predict.add_argument("run_dir", metavar="RUN_DIR")
+    predict.add_argument("images", metavar="IMAGE", nargs="+")
+    predict.add_argument("--top", type=int, default=5, help="classes to list per image (default 5)")
+    commands_by_name = {"run": run, "resume": resume, "leaderboard": board, "report": report, "retrain": retrain, "predict": predict}
+    return parser, commands_by_name
 
 
 def _run_help() -> str:
@@ -93,12 +130,13 @@ def main(argv: list[str] | None = None) -> int:
             f"see `python -m search {args.command} --help`\n",
         )
     try:
-        if args.command == "leaderboard":
-            return _leaderboard(args)
+        if args.command in _ANALYSIS:
+            return _ANALYSIS[args.command](args)
         if args.command == "resume":
             from search.engine import resume_run
 
-            resume_run(args.run_dir, trials=args.trials, address=args.address)
+            run_dir = resume_run(args.run_dir, trials=args.trials, address=args.address)
+            _finish_run(run_dir, retrain=not args.no_retrain)
             return 0
         prepared = _prepare(args)
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as error:
@@ -107,15 +145,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from search.engine import execute_run
 
-    execute_run(prepared)
+    run_dir = execute_run(prepared)
+    _finish_run(run_dir, retrain=not args.no_retrain)
     return 0
+
+
+def _finish_run(run_dir, retrain: bool) -> None:
+    """After the search: retrain the winner and test it once (unless --no-retrain), then the report."""
+    from analysis.report import write_report
+    from analysis.retrain import format_test_summary
+    from analysis.retrain import retrain as retrain_top
+
+    if retrain:
+        print("")
+        try:
+            print(format_test_summary(retrain_top(run_dir)))
+        except ValueError as error:  # e.g. every trial failed: nothing to retrain, the run still stands
+            print(f"retrain skipped: {error}", file=sys.stderr)
+    print(f"report: {write_report(run_dir)}")
 
 
 def _prepare(args: argparse.Namespace):
     from search.engine import prepare_run
     from search.spaces import load_space, resolve_settings
 
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "space", "overwrite")}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "space", "overwrite", "no_retrain")}
     space = load_space(args.space)
     return prepare_run(space, resolve_settings(space, overrides), overwrite=args.overwrite)
 
@@ -134,3 +188,43 @@ def _leaderboard(args: argparse.Namespace) -> int:
     print(format_table(table, rows=args.rows))
     print(f"\nleaderboard: {path}")
     return 0
+
+
+def _run_dir(args: argparse.Namespace):
+    from pathlib import Path
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "settings.json").is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (it has no settings.json)")
+    return run_dir
+
+
+def _report(args: argparse.Namespace) -> int:
+    from analysis.report import write_report
+
+    print(f"report: {write_report(_run_dir(args), storage=args.study_storage)}")
+    return 0
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from analysis.report import write_report
+    from analysis.retrain import format_test_summary, retrain
+
+    run_dir = _run_dir(args)
+    table = retrain(run_dir, top_k=args.top_k, seeds=args.seeds, force=args.force)
+    print(format_test_summary(table))
+    print(f"report: {write_report(run_dir)}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from analysis.predict import predict
+
+    if args.top < 1:
+        raise ValueError(f"The value of `--top` is {args.top}, but must be an integer >= 1.")
+    for image, ranked in zip(args.images, predict(_run_dir(args), args.images, top=args.top)):
+        print(f"{image}: " + ", ".join(f"{name} {probability:.4f}" for name, probability in ranked))
+    return 0
+
+
+_ANALYSIS = {"leaderboard": _leaderboard, "report": _report, "retrain": _retrain, "predict": _predict}

@@ -239,7 +239,7 @@ def _extend(run_dir: Path, space: SpaceFile, settings: Settings, data, trials: i
     out(f"extending {settings.name} by {extra} trials; the sampler starts from {len(records)} finished trials")
     recorder = _RunRecorder(run_dir, settings, out)
     recorder.finished = {r.trial_id: r.status.get("status", "") for r in records}
-    storage = _warm_started_storage(space, settings, records)
+    storage = _warm_started_storage(run_dir, settings)
     name = f"{_EXPERIMENT}-extend-{len(list(run_dir.glob(_EXPERIMENT + '-extend-*'))) + 1}"
     _tuner(settings, space, data, recorder, name, extra, concurrency, storage=storage).fit()
     return settings
@@ -266,27 +266,20 @@ def _tuner(settings, space, data, recorder, name: str, trials: int, concurrency:
     )
 
 
-def _warm_started_storage(space: SpaceFile, settings: Settings, records) -> Any:
-    """An in-memory Optuna storage whose study holds every finished trial, replayed through the space.
+def _warm_started_storage(run_dir: Path, settings: Settings) -> Any:
+    """An in-memory Optuna storage whose study holds every recorded trial of the run.
 
-    Replaying each trial's recorded parameters through ``space(trial)`` (enqueue, then ask) gives
-    Optuna their exact distributions, conditional parameters included.
+    ``analysis.study.frozen_trials`` replays each trial's parameters through the run's space file,
+    which gives Optuna their exact distributions, conditional parameters included.
     """
     import optuna
+
+    from analysis.study import frozen_trials
 
     storage = optuna.storages.InMemoryStorage()
     direction = "maximize" if settings.mode == "max" else "minimize"
     study = optuna.create_study(storage=storage, study_name=_STUDY, direction=direction)
-    function = SpaceFunction(space.path, space.text)
-    for record in records:
-        values = [m[settings.metric] for m in record.metrics if m.get(settings.metric) is not None]
-        study.enqueue_trial(record.params, skip_if_exists=False)
-        trial = study.ask()
-        function(trial)
-        if values and all(math.isfinite(v) for v in values):
-            study.tell(trial, max(values) if settings.mode == "max" else min(values))
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    study.add_trials(frozen_trials(run_dir)[0])
     return storage
 
 

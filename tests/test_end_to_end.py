@@ -136,6 +136,9 @@ def test_cli_joins_a_running_cluster_with_address(ray_session, tmp_path):
     assert "top 5 by val_acc" in done.stdout and "leaderboard:" in done.stdout
     assert len(pd.read_csv(tmp_path / "cli" / "leaderboard.csv")) == 2
     assert json.loads((tmp_path / "cli" / "settings.json").read_text())["address"] == address
+    # then the winner is retrained (3 seeds, 1 epoch: seconds) and tested once, and the report written
+    assert "test accuracy" in done.stdout and f"report: {tmp_path / 'cli' / 'report.md'}" in done.stdout
+    assert len(pd.read_csv(tmp_path / "cli" / "retrain" / "models.csv")) == 3
 
 
 def test_random_search_with_fifo_trains_every_trial_to_the_end(ray_session, tmp_path_factory):

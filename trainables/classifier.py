@@ -32,12 +32,15 @@ __all__ = [
     "MIN_MICRO_BATCH",
     "NOT_RETRIED",
     "OPTIMIZERS",
+    "build_classifier",
     "Checkpoints",
+    "Classifier",
+    "fit_classifier",
+    "measure_step_memory",
+    "train_classifier",
     "TrialConfig",
     "TrialDiverged",
     "TrialInfeasible",
-    "measure_step_memory",
-    "train_classifier",
     "trials_per_gpu",
 ]
 
@@ -157,19 +160,7 @@ def train_classifier(
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    net = build_model(
-        cfg.model,
-        num_classes=len(data.classes),
-        weights=cfg.weights,
-        frozen_fraction=cfg.frozen_fraction,
-        conv_blocks=cfg.conv_blocks,
-        base_width=cfg.base_width,
-        dropout=cfg.dropout,
-    ).to(device)
-    precision = _Precision(device)
-    net = net.to(memory_format=precision.memory_format)
-    mean, std = input_normalization(net, cfg.weights)
-    normalize = _Normalizer(mean, std, device, precision.memory_format)
+    net, normalize, precision = _network(cfg, len(data.classes), device)
     train_x = torch.as_tensor(data.train_images).to(device)
     train_y = torch.as_tensor(data.train_labels).to(device)
     val_x = torch.as_tensor(data.val_images).to(device)
@@ -235,6 +226,96 @@ def train_classifier(
                 "micro_batch": step.micro_batch,  # below batch_size after out-of-memory errors
             }
         )
+
+
+@dataclass
+class Classifier:
+    """A trained network with the input normalisation it was trained with, ready to evaluate."""
+
+    net: nn.Module
+    normalize: "_Normalizer"
+    classes: tuple[str, ...]
+    config: TrialConfig
+
+    @torch.inference_mode()
+    def probabilities(self, images: np.ndarray, batch: int = 512) -> np.ndarray:
+        """Softmax over classes for (N, 3, S, S) uint8 images, as an (N, classes) float array."""
+        self.net.eval()
+        device = next(self.net.parameters()).device
+        x = torch.as_tensor(np.asarray(images)).to(device)
+        out = [torch.softmax(self.net(self.normalize(x[i : i + batch])), 1) for i in range(0, len(x), batch)]
+        return torch.cat(out).cpu().numpy()
+
+
+def build_classifier(config: Mapping[str, Any], classes: tuple[str, ...], state_dict: dict | None = None) -> Classifier:
+    """The network ``config`` describes for ``classes``, with ``state_dict`` loaded when given."""
+    cfg = TrialConfig.from_mapping(config)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # A saved state dict replaces every weight, so pretrained weights need not be loaded first.
+    build = dataclasses.replace(cfg, weights="none") if state_dict is not None else cfg
+    net, _, precision = _network(build, len(classes), device)
+    if state_dict is not None:
+        net.load_state_dict(state_dict)
+    mean, std = input_normalization(net, cfg.weights)
+    normalize = _Normalizer(mean, std, device, precision.memory_format)
+    return Classifier(net=net, normalize=normalize, classes=tuple(classes), config=cfg)
+
+
+def fit_classifier(
+    config: Mapping[str, Any],
+    images: np.ndarray,
+    labels: np.ndarray,
+    classes: tuple[str, ...],
+    epochs: int | None = None,
+    report: Callable[[dict], Any] | None = None,
+) -> Classifier:
+    """Train per ``config`` on all of ``images`` for ``epochs`` epochs, without validation.
+
+    The learning-rate schedule still spans ``config["max_epochs"]``: stopping at epoch ``epochs``
+    replays a trial's first ``epochs`` epochs exactly as they ran (same rates, same seeded batch
+    order), on this data. ``report`` gets each epoch's training loss and accuracy.
+    """
+    cfg = TrialConfig.from_mapping(config)
+    epochs = cfg.max_epochs if epochs is None else epochs
+    if not 1 <= epochs <= cfg.max_epochs:
+        raise ValueError(f"`epochs` is {epochs}, but must be 1 <= epochs <= max_epochs (= {cfg.max_epochs}).")
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net, normalize, precision = _network(cfg, len(classes), device)
+    train_x = torch.as_tensor(np.asarray(images)).to(device)
+    train_y = torch.as_tensor(np.asarray(labels)).to(device)
+    optimizer = _optimizer(cfg, net)
+    schedule = _schedule(cfg, optimizer)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    step = _Step(net, optimizer, loss_fn, normalize, precision, micro_batch=min(cfg.batch_size, len(train_x)))
+    train_time = 0.0
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_acc = _train_epoch(step, train_x, train_y, cfg, epoch)
+        schedule.step()
+        train_time += time.perf_counter() - started
+        if report is not None:
+            report({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "lr": lr, "train_time_s": train_time})
+    return Classifier(net=net, normalize=normalize, classes=tuple(classes), config=cfg)
+
+
+def _network(cfg: TrialConfig, num_classes: int, device: torch.device) -> tuple[nn.Module, "_Normalizer", "_Precision"]:
+    """The model on ``device`` (channels-last on CUDA), its input normalisation and its precision."""
+    net = build_model(
+        cfg.model,
+        num_classes=num_classes,
+        weights=cfg.weights,
+        frozen_fraction=cfg.frozen_fraction,
+        conv_blocks=cfg.conv_blocks,
+        base_width=cfg.base_width,
+        dropout=cfg.dropout,
+    ).to(device)
+    precision = _Precision(device)
+    net = net.to(memory_format=precision.memory_format)
+    mean, std = input_normalization(net, cfg.weights)
+    return net, _Normalizer(mean, std, device, precision.memory_format), precision
 
 
 class _Normalizer:

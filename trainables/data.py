@@ -29,6 +29,7 @@ __all__ = [
     "Split",
     "TrialData",
     "load_dataset",
+    "load_image",
     "split_indices",
     "trial_data",
 ]
@@ -210,10 +211,27 @@ def _resize_uint8(images, image_size: int):
     return torch.cat(out)
 
 
+# What reading a broken, truncated or non-image file raises (PIL's UnidentifiedImageError is an OSError).
+UNREADABLE_IMAGE_ERRORS = (OSError, ValueError)
+
+
+def load_image(path: str | os.PathLike, image_size: int):
+    """One image file as a (3, S, S) uint8 tensor: RGB, shorter side resized to S, centre crop.
+
+    The preprocessing of every ImageFolder image, used again by ``predict`` so that a new image is
+    seen exactly as the training images were. Raises OSError/ValueError for an unreadable file.
+    """
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+
+    with Image.open(path) as image:
+        tensor = TF.pil_to_tensor(image.convert("RGB"))
+    tensor = TF.resize(tensor, image_size, antialias=True)
+    return TF.center_crop(tensor, [image_size, image_size])
+
+
 def _image_folder(root: Path, image_size: int) -> ImageSet:
     import torch
-    import torchvision.transforms.functional as TF
-    from PIL import Image, UnidentifiedImageError
 
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
@@ -232,13 +250,10 @@ def _image_folder(root: Path, image_size: int) -> ImageSet:
         read = 0
         for file in files:
             try:
-                with Image.open(file) as image:
-                    tensor = TF.pil_to_tensor(image.convert("RGB"))
-            except (UnidentifiedImageError, OSError, ValueError) as error:
+                images.append(load_image(file, image_size))
+            except UNREADABLE_IMAGE_ERRORS as error:
                 skipped.append(f"{file}: {error}")
                 continue
-            tensor = TF.resize(tensor, image_size, antialias=True)
-            images.append(TF.center_crop(tensor, [image_size, image_size]))
             labels.append(label)
             read += 1
         if read == 0:

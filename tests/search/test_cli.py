@@ -15,6 +15,7 @@ def _cli(*args, timeout=120):
 def test_help_lists_commands_and_imports_nothing_heavy():
     done = _cli("--help")
     assert done.returncode == 0 and "run" in done.stdout and "leaderboard" in done.stdout
+    assert all(command in done.stdout for command in ("report", "retrain", "predict"))
     probe = "import sys, search.cli; sys.argv=['x']; print(sorted({'torch', 'ray', 'timm', 'optuna'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True).stdout.strip() == "[]"
 
@@ -22,7 +23,8 @@ def test_help_lists_commands_and_imports_nothing_heavy():
 def test_every_setting_is_an_option():
     done = _cli("run", "--help")
     for option in ("--trials", "--max-epochs", "--concurrency", "--cpus-per-trial", "--gpus-per-trial", "--dataset",
-                   "--name", "--storage", "--address", "--seed", "--grace-period-epochs", "--reduction-factor"):
+                   "--name", "--storage", "--address", "--seed", "--grace-period-epochs", "--reduction-factor",
+                   "--no-retrain"):
         assert option in done.stdout
 
 
@@ -87,6 +89,9 @@ def test_bad_input_fails_before_anything_runs(space_text, args, message, tmp_pat
     [
         (["leaderboard", "/nowhere"], "is not a run directory"),
         (["resume", "/nowhere"], "is not a run directory"),
+        (["report", "/nowhere"], "'/nowhere' is not a run directory"),
+        (["retrain", "/nowhere", "--top-k", "2"], "'/nowhere' is not a run directory"),
+        (["predict", "/nowhere", "a.png"], "'/nowhere' is not a run directory"),
     ],
 )
 def test_other_commands_reject_a_non_run_directory(args, message, capsys):

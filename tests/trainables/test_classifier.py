@@ -1,4 +1,6 @@
+import numpy as np
 import pytest
+import torch
 
 from tests.memory_limit import MemoryLimit
 from trainables.classifier import TrialConfig, train_classifier
@@ -202,3 +204,34 @@ def test_measuring_step_memory_without_a_gpu_says_so(small_trial_data):
         pytest.skip("a GPU is visible: the measurement would run")
     with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
         measure_step_memory(SMALL, small_trial_data)
+
+
+def test_fit_classifier_replays_the_first_epochs_of_a_trial(small_trial_data):
+    # Same seed, same schedule horizon, same data: stopping at epoch 2 gives the weights the trial
+    # had after epoch 2, even though the trial went on to epoch 3 (retrain relies on this).
+    from trainables.classifier import fit_classifier
+
+    config = SMALL | {"lr_schedule": "cosine", "dropout": 0.2}
+    store = MemoryCheckpoints()
+    train_classifier(config, small_trial_data, [].append, store)
+    epochs = []
+    model = fit_classifier(
+        config, small_trial_data.train_images, small_trial_data.train_labels, small_trial_data.classes, epochs=2, report=epochs.append
+    )
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    trial_weights = store.saved[1]["model"]
+    for name, tensor in model.net.state_dict().items():
+        assert torch.equal(tensor, trial_weights[name]), name
+    with pytest.raises(ValueError, match=r"`epochs` is 4, but must be 1 <= epochs <= max_epochs \(= 3\)"):
+        fit_classifier(config, small_trial_data.train_images, small_trial_data.train_labels, small_trial_data.classes, epochs=4)
+
+
+def test_a_saved_state_dict_rebuilds_the_same_classifier(small_trial_data):
+    from trainables.classifier import build_classifier, fit_classifier
+
+    data = small_trial_data
+    model = fit_classifier(SMALL | {"max_epochs": 1}, data.train_images, data.train_labels, data.classes)
+    again = build_classifier(SMALL | {"max_epochs": 1}, data.classes, state_dict=model.net.state_dict())
+    probabilities = model.probabilities(data.val_images)
+    assert probabilities.shape == (len(data.val_labels), 10) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    assert np.allclose(again.probabilities(data.val_images), probabilities, atol=1e-6)

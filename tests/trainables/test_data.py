@@ -100,3 +100,19 @@ def test_a_class_too_small_to_split_is_a_clear_error():
     labels = np.array([0] * 30 + [1])
     with pytest.raises(DatasetError, match="smallest class has 1 images"):
         split_indices(labels, 0.2, 0.2, seed=0)
+
+
+def test_load_image_resizes_the_shorter_side_and_crops_the_centre(tmp_path):
+    from PIL import Image
+
+    from trainables.data import load_image
+
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)  # 20 high, 40 wide; the centre half is white
+    pixels[:, 10:30] = 255
+    Image.fromarray(pixels).convert("L").save(tmp_path / "wide.png")  # grayscale file: becomes RGB
+    image = load_image(tmp_path / "wide.png", 10)
+    assert tuple(image.shape) == (3, 10, 10) and str(image.dtype) == "torch.uint8"
+    assert image.min() > 200  # 40x20 -> 20x10, the centre 10x10 is the white band
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(OSError):
+        load_image(tmp_path / "broken.png", 10)

@@ -1,0 +1,130 @@
+"""PNG plots of a run, drawn with matplotlib's ``Figure`` directly (no pyplot state, no display needed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.records import read_json, read_trials
+
+__all__ = ["plot_confusion", "plot_importance", "plot_learning_curves", "plot_parameters"]
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _save(figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def plot_learning_curves(run_dir: Path, path: Path, top: int = 5) -> Path:
+    """The run's metric per epoch of every trial: the ``top`` trials of the leaderboard in colour, the rest grey."""
+    from analysis.leaderboard import build_leaderboard
+
+    settings = read_json(Path(run_dir) / "settings.json")
+    metric = settings["metric"]
+    board = build_leaderboard(run_dir)
+    best = [str(t) for t in board.loc[board["rank"].notna(), "trial_id"].head(top)]
+    figure = _figure(8, 4.5)
+    axes = figure.add_subplot()
+    records = {r.trial_id: r for r in read_trials(run_dir)}
+    for trial_id, record in records.items():
+        if trial_id in best:
+            continue
+        epochs = [m["epoch"] for m in record.metrics if metric in m]
+        axes.plot(epochs, [m[metric] for m in record.metrics if metric in m], color="0.75", linewidth=1, marker=".")
+    for rank, trial_id in enumerate(best, start=1):
+        record = records[trial_id]
+        epochs = [m["epoch"] for m in record.metrics if metric in m]
+        axes.plot(epochs, [m[metric] for m in record.metrics if metric in m], linewidth=2, marker="o", label=f"#{rank} {trial_id}")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(metric)
+    axes.set_title(f"{metric} per epoch: top {len(best)} trials in colour, the other {len(records) - len(best)} grey")
+    axes.grid(alpha=0.3)
+    if best:
+        axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def plot_parameters(trials: list[Any], metric: str, path: Path) -> Path:
+    """The best metric of every scored trial against each searched parameter, one panel per parameter.
+
+    ``trials`` are Optuna FrozenTrials (``analysis.study.frozen_trials``): their distributions give
+    log axes to log-scale parameters and category order to categorical ones.
+    """
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    scored = [t for t in trials if t.state == TrialState.COMPLETE]
+    names = sorted({name for t in trials for name in t.params})
+    columns = min(4, max(1, len(names)))
+    rows = max(1, math.ceil(len(names) / columns))
+    figure = _figure(3.2 * columns, 2.8 * rows)
+    for index, name in enumerate(names):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        having = [t for t in scored if name in t.params]
+        values = [t.value for t in having]
+        distribution = next((t.distributions[name] for t in trials if name in t.distributions), None)
+        if isinstance(distribution, CategoricalDistribution):
+            choices = list(distribution.choices)
+            positions = [choices.index(t.params[name]) for t in having]
+            jitter = np.random.default_rng(index).uniform(-0.12, 0.12, len(positions))
+            axes.scatter(np.asarray(positions, dtype=float) + jitter, values, alpha=0.8)
+            axes.set_xticks(range(len(choices)), [str(c) for c in choices])
+        else:
+            axes.scatter([t.params[name] for t in having], values, alpha=0.8)
+            if getattr(distribution, "log", False):
+                axes.set_xscale("log")
+        axes.set_xlabel(f"{name} ({len(having)}/{len(scored)} trials)")
+        axes.set_ylabel(f"best {metric}")
+        axes.grid(alpha=0.3)
+    figure.suptitle(f"best {metric} of each trial against each searched parameter")
+    return _save(figure, path)
+
+
+def plot_importance(table: pd.DataFrame, path: Path) -> Path:
+    """Horizontal bars of ``importance.csv``; parameters that could not be scored are named, without a bar."""
+    figure = _figure(7, 0.45 * max(3, len(table)) + 1)
+    axes = figure.add_subplot()
+    ordered = table.iloc[::-1]
+    values = ordered["importance"].fillna(0.0).to_numpy()
+    labels = [
+        f"{p} (not scored)" if math.isnan(v) else str(p) for p, v in zip(ordered["parameter"], ordered["importance"])
+    ]
+    axes.barh(range(len(ordered)), values, color="tab:blue")
+    axes.set_yticks(range(len(ordered)), labels)
+    axes.set_xlabel("fANOVA importance (share of the variance of the best metric)")
+    axes.set_xlim(0, max(1e-9, float(values.max(initial=0.0))) * 1.15)
+    axes.grid(axis="x", alpha=0.3)
+    return _save(figure, path)
+
+
+def plot_confusion(confusion: np.ndarray, classes, path: Path, title: str) -> Path:
+    """Counts, true class in rows, predicted class in columns; each cell labelled."""
+    confusion = np.asarray(confusion)
+    size = min(14.0, 2.0 + 0.5 * len(classes))
+    figure = _figure(size + 1, size)
+    axes = figure.add_subplot()
+    image = axes.imshow(confusion, cmap="Blues")
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    axes.set_xticks(range(len(classes)), [str(c) for c in classes], rotation=90 if len(classes) > 10 else 0)
+    axes.set_yticks(range(len(classes)), [str(c) for c in classes])
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    if len(classes) <= 30:
+        threshold = confusion.max() / 2 if confusion.size else 0
+        for (row, column), count in np.ndenumerate(confusion):
+            axes.text(column, row, str(int(count)), ha="center", va="center", fontsize="small",
+                      color="white" if count > threshold else "black")  # fmt: skip
+    return _save(figure, path)

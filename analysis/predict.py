@@ -1,0 +1,52 @@
+"""Classify new images with the run's winner, preprocessed exactly as the run's images were.
+
+    python -m search predict RUN_DIR photo.jpg other.png
+
+The winner is the best retrained trial (``test_results.csv``); its probabilities are the mean of
+the softmax outputs of its retrained seeds. Each image is read as ``trainables.data.load_image``
+reads ImageFolder images: RGB, shorter side resized to the run's image size, centre crop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from analysis.records import read_json
+
+__all__ = ["predict"]
+
+
+def predict(run_dir: Path, images: list[str | Path], top: int = 5) -> list[list[tuple[str, float]]]:
+    """For each image, the ``top`` most probable classes with their probabilities, best first.
+
+    Raises FileNotFoundError when the run has no retrained model or an image does not exist, and
+    ValueError naming the file when an image cannot be read.
+    """
+    from analysis.retrain import load_classifier, retrained_models
+    from trainables.data import UNREADABLE_IMAGE_ERRORS, load_image
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "settings.json").is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (it has no settings.json)")
+    if not images:
+        raise ValueError("no image given: pass one or more image files")
+    image_size = read_json(run_dir / "settings.json")["image_size"]
+    batch = []
+    for path in images:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"image {str(path)!r} does not exist")
+        try:
+            batch.append(load_image(path, image_size).numpy())
+        except UNREADABLE_IMAGE_ERRORS as error:
+            raise ValueError(f"cannot read image {str(path)!r} ({error}): expected a PNG, JPEG or other file PIL opens") from None
+    models = [load_classifier(directory) for directory in retrained_models(run_dir)]
+    probabilities = np.mean([model.probabilities(np.stack(batch)) for model in models], axis=0)
+    classes = models[0].classes
+    ranked = []
+    for row in probabilities:
+        order = np.argsort(-row, kind="stable")[: min(top, len(classes))]
+        ranked.append([(classes[i], float(row[i])) for i in order])
+    return ranked

@@ -1,0 +1,132 @@
+"""The run's report: importance, the exported Optuna study, plots, and ``report.md`` that shows them.
+
+    python -m search report RUN_DIR [--study-storage URL]
+
+Writes into RUN_DIR: ``importance.csv``, ``study.db`` (or the study to ``--study-storage``),
+``plots/learning_curves.png``, ``plots/parameters.png``, ``plots/importance.png`` and ``report.md``
+(the leaderboard's top rows, the plots, and the test results when ``retrain`` has run).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.records import read_json, write_text
+
+__all__ = ["markdown_table", "write_report"]
+
+
+def write_report(run_dir: Path, storage: str | None = None, top: int = 10) -> Path:
+    """Write the analysis files and ``RUN_DIR/report.md``; return the report's path."""
+    from analysis.leaderboard import write_leaderboard
+    from analysis.plots import plot_importance, plot_learning_curves, plot_parameters
+    from analysis.study import export_study, frozen_trials, write_importance
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "settings.json").is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (it has no settings.json)")
+    settings = read_json(run_dir / "settings.json")
+    metric = settings["metric"]
+    board, _ = write_leaderboard(run_dir)
+    importance, _ = write_importance(run_dir)
+    url, study_name = export_study(run_dir, storage)
+    trials, _ = frozen_trials(run_dir)
+    plots = run_dir / "plots"
+    plot_learning_curves(run_dir, plots / "learning_curves.png")
+    plot_parameters(trials, metric, plots / "parameters.png")
+    plot_importance(importance, plots / "importance.png")
+
+    shown = board.drop(columns=[c for c in ("error",) if c in board and not board[c].astype(bool).any()])
+    lines = [
+        f"# Run {settings.get('name') or run_dir.name}",
+        "",
+        f"{len(board)} trials of `space.py` on `{settings['dataset']}` (data fraction {settings['data_fraction']}, "
+        f"{settings['image_size']} px), model `{settings['model']}`, up to {settings['max_epochs']} epochs, "
+        f"ranked by `{metric}` ({settings['mode']}) at each trial's best epoch. "
+        f"Written {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.",
+        "",
+    ]
+    lines += _test_section(run_dir, settings)
+    lines += [
+        f"## Leaderboard, top {min(top, len(board))} of {len(board)}",
+        "",
+        markdown_table(shown.head(top)),
+        "",
+        "Full table: [leaderboard.csv](leaderboard.csv).",
+        "",
+        "## Learning curves",
+        "",
+        "![learning curves](plots/learning_curves.png)",
+        "",
+        f"## {metric} against each parameter",
+        "",
+        "![parameters](plots/parameters.png)",
+        "",
+        "## Parameter importance (fANOVA)",
+        "",
+        "![importance](plots/importance.png)",
+        "",
+        markdown_table(importance),
+        "",
+        "Importances of the scored parameters sum to 1; a parameter some trials lack (conditional) "
+        "is listed with no importance and the reason. With few trials these numbers are noisy.",
+        "",
+        "## Optuna study",
+        "",
+        f"Study `{study_name}` in `{url}`: `optuna-dashboard {url}`, or "
+        f"`optuna.load_study(study_name={study_name!r}, storage={url!r})`.",
+        "",
+        f"TensorBoard, trials and retrained models side by side: `tensorboard --logdir {run_dir.resolve()}`",
+        "",
+    ]
+    path = run_dir / "report.md"
+    write_text(path, "\n".join(lines))
+    return path
+
+
+def _test_section(run_dir: Path, settings: dict) -> list[str]:
+    results = run_dir / "test_results.csv"
+    if not results.is_file():
+        return [
+            "## Test set",
+            "",
+            f"Not evaluated yet: `python -m search retrain {run_dir}` retrains the winner and tests it once.",
+            "",
+        ]
+    table = pd.read_csv(results, dtype={"trial_id": str})
+    best = table.iloc[0]
+    lines = [
+        "## Test set (held out from every trial, read once per retrained model)",
+        "",
+        f"**Winner, trial {best['trial_id']}: validation accuracy {best['val_acc']:.4f}; retrained on train + validation "
+        f"for {int(best['best_epoch'])} epoch(s), test accuracy {best['test_acc_mean']:.4f} ± {best['test_acc_std']:.4f} "
+        f"(mean ± std over {int(best['seeds'])} seeds); retraining took {best['retrain_time_s']:.1f} s.**",
+        "",
+        markdown_table(table),
+        "",
+    ]
+    for trial_id in table["trial_id"]:
+        if (run_dir / "retrain" / f"{trial_id}-confusion.png").is_file():
+            lines += [f"![confusion matrix of trial {trial_id}](retrain/{trial_id}-confusion.png)", ""]
+            lines += [f"Per class: [retrain/{trial_id}-per_class.csv](retrain/{trial_id}-per_class.csv).", ""]
+    return lines
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table; floats to 4 significant digits, missing values blank."""
+
+    def cell(value) -> str:
+        if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+            return ""
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    header = "| " + " | ".join(str(c) for c in table.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body])

@@ -1,0 +1,186 @@
+"""The run as an Optuna study: export it to any Optuna storage, and score parameter importance.
+
+    python -m search report RUN_DIR                      # writes RUN_DIR/study.db, importance.csv, ...
+    optuna-dashboard sqlite:///RUN_DIR/study.db
+
+The engine records each trial's chosen values, not Optuna's distributions. They are recovered by
+replaying the run's own space file (``RUN_DIR/space.py``): each recorded trial is enqueued in an
+in-memory study and ``space(trial)`` is called on the asked trial, so every ``suggest_*`` call
+returns the recorded value and leaves its exact distribution, conditional parameters included.
+
+One Optuna trial per leaderboard row. A trial with a score is COMPLETE with the value of its best
+epoch (the leaderboard's value), per-epoch scores as intermediate values, and the leaderboard's
+status ("stopped early at epoch 2") as a user attribute; a trial that errored is FAIL.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.records import read_json, read_trials, write_text
+
+__all__ = ["IMPORTANCE_COLUMNS", "export_study", "frozen_trials", "parameter_importance", "write_importance"]
+
+IMPORTANCE_COLUMNS = ("parameter", "importance", "trials_with_parameter", "reason")
+
+
+def frozen_trials(run_dir: Path) -> tuple[list[Any], dict[str, Any]]:
+    """Each recorded trial as an ``optuna.trial.FrozenTrial``, and the run's settings.
+
+    Raises ValueError naming the trial when the space file no longer replays its values.
+    """
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    from search.spaces import load_space
+
+    run_dir = Path(run_dir)
+    settings = read_json(run_dir / "settings.json")
+    metric, mode = settings["metric"], settings["mode"]
+    space = load_space(run_dir / "space.py")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    replay = optuna.create_study()
+    trials = []
+    for record in read_trials(run_dir):
+        replay.enqueue_trial(record.params, skip_if_exists=False)
+        asked = replay.ask()
+        try:
+            space.space(asked)
+            problem = ""
+        except Exception as error:  # e.g. a recorded value outside an edited range or choice list
+            problem = f"{type(error).__name__}: {error}"
+        replay.tell(asked, state=TrialState.FAIL)
+        changed = {n: (record.params.get(n), v) for n, v in asked.params.items() if record.params.get(n) != v}
+        if problem or changed:
+            raise ValueError(
+                f"trial {record.trial_id}: {run_dir / 'space.py'} does not replay the recorded values "
+                f"{record.params} ({problem or f'recorded, replayed: {changed}'}); was space.py edited after the run?"
+            )
+        params = {name: record.params[name] for name in asked.params}
+        scores = {m["epoch"]: m[metric] for m in record.metrics if m.get(metric) is not None and "epoch" in m}
+        state = TrialState.COMPLETE if scores else TrialState.FAIL
+        best = (max if mode == "max" else min)(scores.values()) if scores else None
+        trials.append(
+            create_trial(
+                state=state,
+                value=best,
+                params=params,
+                distributions={name: asked.distributions[name] for name in params},
+                intermediate_values=scores,
+                user_attrs={
+                    "trial_id": record.trial_id,
+                    "status": record.status.get("status", ""),
+                    "error": record.status.get("error", ""),
+                    "epochs": len(record.metrics),
+                    # The space's constants, e.g. lr_schedule: not searched, but part of the config.
+                    "constants": {k: v for k, v in record.params.items() if k not in params},
+                },
+                system_attrs={},
+            )
+        )
+    return trials, settings
+
+
+def export_study(run_dir: Path, storage: str | None = None) -> tuple[str, str]:
+    """Write the run's trials as an Optuna study; return (storage URL, study name).
+
+    Default storage: ``sqlite:///RUN_DIR/study.db``, replaced on every export. A study of the same
+    name in another storage is deleted and written again.
+    """
+    import optuna
+
+    run_dir = Path(run_dir).resolve()
+    trials, settings = frozen_trials(run_dir)
+    name = settings.get("name") or run_dir.name
+    if storage is None:
+        path = run_dir / "study.db"
+        path.unlink(missing_ok=True)
+        storage = f"sqlite:///{path}"
+    else:
+        try:
+            optuna.delete_study(study_name=name, storage=storage)
+        except KeyError:
+            pass  # nothing to replace
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction="maximize" if settings["mode"] == "max" else "minimize"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([settings["metric"]])
+    study.set_user_attr("run_dir", str(run_dir))
+    study.add_trials(trials)
+    return storage, name
+
+
+def parameter_importance(run_dir: Path, seed: int = 0) -> pd.DataFrame:
+    """fANOVA importance of every searched parameter for the run's metric; one row per parameter.
+
+    fANOVA (Optuna's ``FanovaImportanceEvaluator``, seeded) fits a random forest to the scored
+    trials' best values and splits its variance among parameters. It needs a value for every
+    parameter in every trial, so it scores the parameters present in all scored trials; their
+    importances sum to 1. A conditional parameter (``momentum`` only for sgd and rmsprop) is still
+    listed, with importance NaN and the reason, and so is any parameter that could not be scored.
+    """
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator
+    from optuna.trial import TrialState
+
+    trials, settings = frozen_trials(run_dir)
+    scored = [t for t in trials if t.state == TrialState.COMPLETE]
+    every = sorted({name for t in trials for name in t.params})
+    counts = {name: sum(name in t.params for t in scored) for name in every}
+    common = [name for name in every if scored and counts[name] == len(scored)]
+    varied = [n for n in common if len({repr(t.params[n]) for t in scored}) > 1]
+    importances: dict[str, float] = {}
+    reasons: dict[str, str] = {}
+    why = ""
+    if len(scored) < 2 or not varied:
+        why = f"{len(scored)} scored trial(s): fANOVA needs at least 2 with a varied parameter"
+    elif len({t.value for t in scored}) == 1:
+        why = f"all {len(scored)} scored trials have the same {settings['metric']}: no variance to attribute"
+    else:
+        study = optuna.create_study(direction="maximize" if settings["mode"] == "max" else "minimize")
+        study.add_trials(scored)
+        try:
+            importances = optuna.importance.get_param_importances(
+                study, evaluator=FanovaImportanceEvaluator(seed=seed), params=varied
+            )
+        except RuntimeError as error:  # e.g. the forest finds no variance to split
+            why = f"fANOVA failed: {error}"
+    if why:
+        reasons = {name: why for name in every}
+    else:
+        for name in every:
+            if name in importances:
+                continue
+            if counts[name] < len(scored):
+                reasons[name] = (
+                    f"conditional: set in {counts[name]} of {len(scored)} scored trials; "
+                    "fANOVA scores parameters every trial has"
+                )
+            else:
+                reasons[name] = "the same value in every scored trial"
+                importances[name] = 0.0
+    rows = [
+        {
+            "parameter": name,
+            "importance": importances.get(name, math.nan),
+            "trials_with_parameter": counts[name],
+            "reason": reasons.get(name, ""),
+        }
+        for name in every
+    ]
+    table = pd.DataFrame(rows, columns=list(IMPORTANCE_COLUMNS))
+    return table.sort_values(["importance", "parameter"], ascending=[False, True], na_position="last").reset_index(drop=True)
+
+
+def write_importance(run_dir: Path) -> tuple[pd.DataFrame, Path]:
+    table = parameter_importance(run_dir)
+    path = Path(run_dir) / "importance.csv"
+    write_text(path, table.to_csv(index=False))
+    return table, path
