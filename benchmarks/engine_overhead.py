@@ -30,7 +30,7 @@ def main() -> None:
              "grace_period_epochs": 1, "scheduler": "fifo", "sampler": "random", "concurrency": args.concurrency},
         )  # fmt: skip
         bare = bare_loop(configs, args.concurrency, image_size=16)
-        engine, _ = run_cli("run", str(space), "--storage", tmp, "--name", "overhead")
+        engine, _ = run_cli("run", str(space), "--no-retrain", "--storage", tmp, "--name", "overhead")
         first, last = trial_phase(Path(tmp) / "overhead")
     trials = last - first
     n = len(configs)

@@ -41,10 +41,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.seeds):
             for method, (sampler, scheduler) in methods.items():
-                name = f"{method}-{seed}"
+                name = f"{method.replace('+', '_')}-{seed}"
                 started = time.time()
                 wall, _ = run_cli(
-                    "run", "spaces/scratch_cnn.py", "--trials", str(args.trials), "--max-epochs", str(args.max_epochs),
+                    "run", "spaces/scratch_cnn.py", "--no-retrain", "--trials", str(args.trials), "--max-epochs", str(args.max_epochs),
                     "--grace-period-epochs", "1", "--sampler", sampler, "--scheduler", scheduler,
                     "--seed", str(seed), "--storage", tmp, "--name", name,
                 )  # fmt: skip

@@ -46,7 +46,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.time()
         subprocess.run(
-            [sys.executable, "-m", "search", "run", "spaces/resnet.py", "--model", "tf_efficientnet_lite0",
+            [sys.executable, "-m", "search", "run", "spaces/resnet.py", "--no-retrain", "--model", "tf_efficientnet_lite0",
              "--weights", "offline", "--trials", "1", "--max-epochs", "1", "--data-fraction", "0.3",
              "--storage", tmp, "--name", "s"],
             cwd=REPO, check=True, capture_output=True,
