@@ -158,9 +158,7 @@ def execute_run(prepared: PreparedRun, out: Callable[[str], None] = print) -> Pa
     finally:
         if started_ray:
             ray.shutdown()
-    table, path = write_leaderboard(run_dir)
-    _summary(out, table, path, run_dir, settings, time.monotonic() - recorder.started)
-    return run_dir
+    return _finish(run_dir, settings, recorder, out)
 
 
 def resume_run(
@@ -222,6 +220,10 @@ def resume_run(
     finally:
         if started_ray:
             ray.shutdown()
+    return _finish(run_dir, settings, recorder, out)
+
+
+def _finish(run_dir: Path, settings: Settings, recorder: "_RunRecorder", out) -> Path:
     table, path = write_leaderboard(run_dir)
     _summary(out, table, path, run_dir, settings, time.monotonic() - recorder.started)
     return run_dir

@@ -474,18 +474,7 @@ def measure_step_memory(config: Mapping[str, Any], data: TrialData) -> int:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
-    net = build_model(
-        cfg.model,
-        num_classes=len(data.classes),
-        weights=cfg.weights,
-        frozen_fraction=cfg.frozen_fraction,
-        conv_blocks=cfg.conv_blocks,
-        base_width=cfg.base_width,
-        dropout=cfg.dropout,
-    ).to(device)
-    precision = _Precision(device)
-    net = net.to(memory_format=precision.memory_format)
-    mean, std = input_normalization(net, cfg.weights)
+    net, normalize, precision = _network(cfg, len(data.classes), device)
     images = torch.as_tensor(data.train_images).to(device)
     labels = torch.as_tensor(data.train_labels).to(device)
     val = torch.as_tensor(data.val_images).to(device)
@@ -494,7 +483,7 @@ def measure_step_memory(config: Mapping[str, Any], data: TrialData) -> int:
         net,
         _optimizer(cfg, net),
         nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
-        _Normalizer(mean, std, device, precision.memory_format),
+        normalize,
         precision,
         micro_batch=batch,
     )
