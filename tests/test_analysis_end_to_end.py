@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from analysis.leaderboard import build_leaderboard
-from analysis.records import read_json, read_trials
+from analysis.records import read_json
 from analysis.rerun import load_trial_data
 from search.engine import run_search
 from search.spaces import load_space, resolve_settings
