@@ -624,12 +624,13 @@ class _RunRecorder(tune.Callback):
         if result.get(_REPLAYED):  # already recorded before an interruption
             self.replayed.add(trial.trial_id)
             return
-        metrics = {k: result[k] for k in _REPORTED if k in result} | {"recorded_at": time.time()}
+        metrics = _recorded_metrics(result) | {"recorded_at": time.time()}
         append_metrics(trial_dir(self.run_dir, trial.trial_id) / "metrics.jsonl", metrics)
         writer = self._writer(trial.trial_id)
-        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"):
-            if key in metrics:
-                writer.add_scalar(key, metrics[key], global_step=metrics["epoch"])
+        for key, value in metrics.items():
+            if key.startswith(("train_", "val_")) or key in ("lr", "images_per_s"):
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    writer.add_scalar(key, value, global_step=metrics["epoch"])
         writer.flush()
         value = result.get(self.settings.metric)
         if value is not None:
@@ -760,23 +761,22 @@ class _RunRecorder(tune.Callback):
         )
 
 
-_REPORTED = (
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "lr",
-    "epoch_time_s",
-    "train_time_s",
-    "images_per_s",
-    "micro_batch",
-    "node_id",
-    "node_ip",
-    "hostname",
-    "pid",
-    "diverged",
-)
+# What Ray adds to every result on its own; of these only where the epoch ran is kept. Everything
+# else a trainable reports (plain numbers, flags and strings) goes into metrics.jsonl as it is, so a
+# trainable's new metric needs no change here.
+_RAY_RESULT_KEYS = frozenset(
+    {"training_iteration", "time_total_s", "episodes_total", "timesteps_total", "time_this_iter_s",
+     "timestamp", "date", "time_since_restore", "timesteps_since_restore", "iterations_since_restore",
+     "config", "checkpoint_dir_name", "done", "trial_id", "experiment_tag", "should_checkpoint", _REPLAYED}
+)  # fmt: skip
+
+
+def _recorded_metrics(result: dict) -> dict:
+    return {
+        k: v
+        for k, v in result.items()
+        if k not in _RAY_RESULT_KEYS and not k.startswith("_") and isinstance(v, (bool, int, float, str))
+    }
 
 
 def _write_hparams(writer, params: dict, metrics: dict[str, float]) -> None:

@@ -89,15 +89,16 @@ class _ResidualBlock(nn.Module):
 
 def check_model_name(model: str, weights: str) -> None:
     """Raise ValueError, naming the closest valid choice, for an unknown model or weights source."""
-    import timm
-
     from trainables._names import did_you_mean
 
-    if model != SCRATCH_MODEL and not timm.is_model(model):
-        raise ValueError(
-            f"unknown model {model!r}: expected {SCRATCH_MODEL!r} or a timm model name "
-            "(timm.list_models() lists them)" + did_you_mean(model, [SCRATCH_MODEL, *timm.list_models()])
-        )
+    if model != SCRATCH_MODEL:
+        import timm  # here, not at the top: a from-scratch trial's worker never pays for importing it
+
+        if not timm.is_model(model):
+            raise ValueError(
+                f"unknown model {model!r}: expected {SCRATCH_MODEL!r} or a timm model name "
+                "(timm.list_models() lists them)" + did_you_mean(model, [SCRATCH_MODEL, *timm.list_models()])
+            )
     if weights in WEIGHT_SOURCES or Path(weights).expanduser().is_file():
         if weights == "offline" and model != OFFLINE_MODEL:
             raise ValueError(
