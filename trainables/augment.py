@@ -50,11 +50,14 @@ def crop_rotate_matrices(
     count: int, crop_scale: float, rotation_degrees: float, generator: torch.Generator
 ) -> torch.Tensor:
     """(count, 2, 3) affine matrices for ``F.affine_grid``: a random crop of at least ``crop_scale``
-    of the image's area (aspect ratio in CROP_ASPECT, anywhere inside the image), rotated by a
+    of the image's area (aspect ratio in CROP_ASPECT as far as the crop still fits, anywhere
+    inside the image), rotated by a
     random angle in [-rotation_degrees, rotation_degrees]; the output grid covers the crop, so
     sampling it resizes the crop back to the input size."""
     area = crop_scale + (1 - crop_scale) * torch.rand(count, generator=generator, dtype=torch.float64)
-    low, high = math.log(CROP_ASPECT[0]), math.log(CROP_ASPECT[1])
+    # Aspect ratios whose crop of this area fits the image (both sides <= 1): r in [area, 1/area].
+    low = torch.log(area).clamp(min=math.log(CROP_ASPECT[0]))
+    high = (-torch.log(area)).clamp(max=math.log(CROP_ASPECT[1]))
     aspect = torch.exp(low + (high - low) * torch.rand(count, generator=generator, dtype=torch.float64))
     # Half-widths in normalised coordinates ([-1, 1] spans the image): the crop's side shares.
     width = torch.sqrt(area * aspect).clamp(max=1.0)

@@ -94,6 +94,8 @@ class TrialConfig:
     conv_blocks: int = 3  # scratch_resnet: residual blocks
     base_width: int = 32  # scratch_resnet: channels of the first block
     dropout: float = 0.0  # before the classifier
+    # False: no dropout whatever `dropout` says; lets a space search on/off with a conditional rate.
+    use_dropout: bool = True
     # Two-phase fine-tuning: epochs that train the head alone (whole backbone frozen) before the
     # backbone unfreezes down to frozen_fraction; 0 = one phase. >= max_epochs: head only.
     head_epochs: int = 0
@@ -479,7 +481,7 @@ def _network(cfg: TrialConfig, num_classes: int, device: torch.device) -> tuple[
         frozen_fraction=cfg.frozen_fraction,
         conv_blocks=cfg.conv_blocks,
         base_width=cfg.base_width,
-        dropout=cfg.dropout,
+        dropout=cfg.dropout if cfg.use_dropout else 0.0,
     ).to(device)
     precision = _Precision(device)
     net = net.to(memory_format=precision.memory_format)
