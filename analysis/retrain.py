@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from analysis.records import read_json, trial_dir, write_json, write_text
+from analysis.records import read_json, read_trials, trial_dir, write_json, write_text
 
 __all__ = [
     "FinalData",
@@ -160,6 +160,7 @@ def retrain(
     settings = read_json(run_dir / "settings.json")
     board = build_leaderboard(run_dir)
     ranked = board[board["rank"].notna() & (board["status"] != "error")]
+    records = read_trials(run_dir)
     if len(ranked) < top_k:
         raise ValueError(
             f"`top_k` is {top_k}, but run {str(run_dir)!r} has {len(ranked)} scored trial(s): use --top-k {max(1, len(ranked))}"
@@ -174,6 +175,8 @@ def retrain(
         trial_id = str(entry["trial_id"])
         recorded = read_json(trial_dir(run_dir, trial_id) / "config.json")
         epochs = int(entry["best_epoch"])
+        # The rates the trial ran at: lr_schedule "plateau" replays them (fit_classifier).
+        lrs = [m["lr"] for m in next(r for r in records if r.trial_id == trial_id).metrics if "lr" in m]
         for k in range(seeds):
             config = dict(recorded["config"]) | {"threads": threads}
             config["seed"] = int(config.get("seed", 0)) + k
@@ -190,7 +193,7 @@ def retrain(
                     f"{len(data.test_labels)} test images (read now, once per model)"
                 )
             out(f"retrain: trial {trial_id} (rank {int(entry['rank'])}), seed {config['seed']}, {epochs} epoch(s)")
-            rows.append(_train_and_test(directory, trial_id, int(entry["rank"]), config, epochs, data, settings))
+            rows.append(_train_and_test(directory, trial_id, int(entry["rank"]), config, epochs, data, settings, lrs))
     models = pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
     write_text(root / "models.csv", models.to_csv(index=False))
     table = _summarize(models, board)
@@ -215,7 +218,9 @@ def _stored(directory: Path, config: dict, epochs: int) -> dict | None:
     return read_json(directory / "metrics.json")
 
 
-def _train_and_test(directory: Path, trial_id: str, rank: int, config: dict, epochs: int, data: FinalData, settings: dict) -> dict:
+def _train_and_test(
+    directory: Path, trial_id: str, rank: int, config: dict, epochs: int, data: FinalData, settings: dict, lrs: list[float]
+) -> dict:
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
@@ -234,7 +239,9 @@ def _train_and_test(directory: Path, trial_id: str, rank: int, config: dict, epo
             writer.add_scalar(key, metrics[key], global_step=metrics["epoch"])
 
     began = time.perf_counter()
-    model = fit_classifier(config, data.train_images, data.train_labels, data.classes, epochs=epochs, report=report)
+    model = fit_classifier(
+        config, data.train_images, data.train_labels, data.classes, epochs=epochs, report=report, lr_per_epoch=lrs
+    )
     train_time = time.perf_counter() - began
     torch.save({k: v.detach().cpu() for k, v in model.net.state_dict().items()}, directory / "model.pt")
     write_json(

@@ -644,7 +644,7 @@ class _RunRecorder(tune.Callback):
         epoch = result.get("epoch", 0)
         if result.get("diverged"):
             status = f"diverged at epoch {epoch}"
-        elif epoch >= self.settings.max_epochs:
+        elif epoch >= trial.config.get("max_epochs", self.settings.max_epochs):  # a space may search it
             status = "completed"
         else:
             status = f"stopped early at epoch {epoch}"

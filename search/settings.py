@@ -19,7 +19,7 @@ __all__ = ["GPU_PACKINGS", "METRIC_MODES", "Settings", "convert_settings", "fiel
 
 # Metrics a trial reports that the search may optimise, with the direction that is better.
 # This table is the only place mode is decided.
-METRIC_MODES = {"val_acc": "max", "val_loss": "min"}
+METRIC_MODES = {"val_acc": "max", "val_loss": "min", "val_balanced_acc": "max"}
 
 SAMPLERS = ("tpe", "random")
 SCHEDULERS = ("asha", "fifo")

@@ -129,7 +129,7 @@ def dry_run(space: SpaceFile, settings: Settings, samples: int = 16) -> list[dic
     import optuna
 
     from trainables import get_trainable
-    from trainables.classifier import TrialConfig
+    from trainables.classifier import TrialConfig, check_against_run
     from trainables.models import check_model_name
 
     get_trainable(settings.trainable)
@@ -152,6 +152,7 @@ def dry_run(space: SpaceFile, settings: Settings, samples: int = 16) -> list[dic
             continue  # a custom trainable checks its own config
         try:
             checked = TrialConfig.from_mapping(config)
+            check_against_run(checked, settings.max_epochs, settings.image_size)
             if (checked.model, checked.weights) not in checked_models:
                 check_model_name(checked.model, checked.weights)
                 checked_models.add((checked.model, checked.weights))

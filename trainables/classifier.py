@@ -3,7 +3,20 @@
 ``train_classifier(config, data, report)`` is all a caller needs: tests pass ``list.append`` as
 ``report``; the engine passes one that forwards to Ray Tune together with the epoch's checkpoint.
 Data stays on the device as tensors (no DataLoader: the sets are small and already resized), and
-each epoch's shuffling is seeded by (seed, epoch), so a resumed trial replays the same batches.
+each epoch's shuffling and augmentation are seeded by (seed, epoch), so a resumed trial replays the
+same batches. Only training batches are augmented (trainables/augment.py); validation, the test
+evaluation and predictions see the images as they are (resized to ``image_size`` when set).
+
+Learning-rate schedules: ``constant``; ``cosine`` (per epoch, to 0 at ``max_epochs``); ``plateau``
+(ReduceLROnPlateau on the epoch's val_loss); ``onecycle`` (OneCycleLR stepped per optimizer step
+over ``max_epochs * steps_per_epoch`` steps, peaking at ``lr``; momentum is not cycled, so a
+searched momentum/beta1 keeps its value). ``fit_classifier`` has no validation set: for
+``plateau`` it replays the per-epoch ``lr`` the trial recorded (``lr_per_epoch``).
+
+Two-phase fine-tuning (``head_epochs`` > 0): epochs 1..head_epochs train the head alone (the whole
+backbone frozen, its BatchNorm in eval mode); from then on the backbone is frozen only up to
+``frozen_fraction``. The phase follows from the epoch number, so a trial resumed from a checkpoint
+comes back in the phase it was in. The backbone's parameters train at ``lr * backbone_lr_mult``.
 
 On CUDA (the one GPU Ray assigned: it sets CUDA_VISIBLE_DEVICES), training runs in mixed precision
 (bfloat16 where the GPU supports it, else float16 with a gradient scaler) and channels-last.
@@ -18,24 +31,30 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from trainables._names import did_you_mean
+from trainables.augment import Augmentation, epoch_generator, resize_images
 from trainables.data import TrialData
-from trainables.models import build_model, input_normalization, set_train_mode
+from trainables.models import backbone_units, build_model, freeze_prefix, input_normalization, set_train_mode
 
 __all__ = [
     "MIN_MICRO_BATCH",
     "NOT_RETRIED",
     "OPTIMIZERS",
+    "balanced_accuracy",
     "build_classifier",
+    "check_against_run",
     "Checkpoints",
     "Classifier",
+    "evaluate",
     "fit_classifier",
+    "inverse_frequency_weights",
+    "LR_SCHEDULES",
     "measure_step_memory",
     "train_classifier",
     "TrialConfig",
@@ -45,7 +64,7 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "plateau", "onecycle")
 # Smallest micro-batch tried after out-of-memory errors (images; BatchNorm needs at least 2).
 MIN_MICRO_BATCH = 2
 
@@ -75,9 +94,17 @@ class TrialConfig:
     conv_blocks: int = 3  # scratch_resnet: residual blocks
     base_width: int = 32  # scratch_resnet: channels of the first block
     dropout: float = 0.0  # before the classifier
+    # False: no dropout whatever `dropout` says; lets a space search on/off with a conditional rate.
+    use_dropout: bool = True
+    # Two-phase fine-tuning: epochs that train the head alone (whole backbone frozen) before the
+    # backbone unfreezes down to frozen_fraction; 0 = one phase. >= max_epochs: head only.
+    head_epochs: int = 0
+    backbone_lr_mult: float = 1.0  # the backbone's lr is lr * this (the head's is lr); 0.01..1 typical
     optimizer: str = "adam"  # one of OPTIMIZERS
-    lr: float = 1e-3  # per optimizer step, at the start of the schedule
-    lr_schedule: str = "constant"  # constant | cosine (per epoch, to 0 at max_epochs)
+    lr: float = 1e-3  # per optimizer step, at the start of the schedule (onecycle: its peak)
+    lr_schedule: str = "constant"  # one of LR_SCHEDULES (module docstring)
+    plateau_factor: float = 0.5  # plateau: lr multiplier when val_loss stops improving
+    plateau_patience: int = 1  # plateau: epochs without a lower val_loss before the lr is cut
     weight_decay: float = 0.0  # L2 for sgd/adam/rmsprop, decoupled for adamw; not on biases or norms
     momentum: float = 0.9  # sgd and rmsprop
     nesterov: bool = False  # sgd
@@ -86,7 +113,18 @@ class TrialConfig:
     alpha: float = 0.99  # rmsprop: smoothing of the squared-gradient average
     batch_size: int = 64  # images per optimizer step
     label_smoothing: float = 0.0
-    max_epochs: int = 4
+    # Training loss weighted per class by inverse frequency in the training labels
+    # (n / (classes * n_c)): each class weighs as much as a balanced set would give it.
+    class_weights: bool = False
+    # Training-batch augmentation (trainables/augment.py), never applied to validation or test.
+    hflip: bool = False  # mirror half the images left-right
+    rotation_degrees: float = 0.0  # random rotation in [-d, d] degrees per image; 0 = off
+    crop_scale: float = 1.0  # random resized crop, at least this share of the area; 1 = off
+    color_jitter: float = 0.0  # brightness/contrast/saturation factors in [1 - j, 1 + j]; 0 = off
+    # Side in pixels the trial trains and predicts at (images resized once, bilinear, antialiased);
+    # 0 = the run's image_size. At most the run's image_size (search.spaces.dry_run checks it).
+    image_size: int = 0
+    max_epochs: int = 4  # at most the run's max_epochs (ASHA's max_t)
     seed: int = 0
     threads: int = 1  # torch intra-op threads on CPU: the CPUs the trial was given
 
@@ -114,10 +152,20 @@ class TrialConfig:
             (0 <= self.label_smoothing < 1, "label_smoothing", "0 <= label_smoothing < 1"),
             (self.max_epochs >= 1, "max_epochs", "an integer >= 1"),
             (self.threads >= 1, "threads", "an integer >= 1"),
+            (self.head_epochs >= 0, "head_epochs", "an integer >= 0 (0: no head-only phase)"),
+            (
+                self.backbone_lr_mult > 0 and math.isfinite(self.backbone_lr_mult),
+                "backbone_lr_mult",
+                "a finite number > 0",
+            ),
+            (0 < self.plateau_factor < 1, "plateau_factor", "0 < plateau_factor < 1"),
+            (self.plateau_patience >= 0, "plateau_patience", "an integer >= 0 (epochs)"),
+            (self.image_size == 0 or self.image_size >= 8, "image_size", "0 (the run's) or an integer >= 8 (pixels)"),
         ]
         for ok, name, rule in rules:
             if not ok:
                 raise ValueError(f"The value of `{name}` is {getattr(self, name)!r}, but must be {rule}.")
+        Augmentation.from_config(self)  # validates the augmentation fields
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "TrialConfig":
@@ -140,6 +188,23 @@ class TrialConfig:
         return cls(**kwargs)
 
 
+def check_against_run(cfg: TrialConfig, max_epochs: int, image_size: int) -> None:
+    """Raise ValueError when a trial asks for more than its run gives: more epochs than the run's
+    ``max_epochs`` (ASHA's max_t: it would stop the trial there) or a larger ``image_size`` than the
+    run loads its data at (trials only resize down)."""
+    if cfg.max_epochs > max_epochs:
+        raise ValueError(
+            f"The value of `max_epochs` is {cfg.max_epochs}, but must be <= the run's max_epochs (= {max_epochs}): "
+            "ASHA's max_t is the run's max_epochs; raise MAX_EPOCHS (--max-epochs) or narrow the space's range."
+        )
+    if cfg.image_size > image_size:
+        raise ValueError(
+            f"The value of `image_size` is {cfg.image_size}, but must be <= the run's image_size (= {image_size}): "
+            "the run loads its data at IMAGE_SIZE and trials resize down; set IMAGE_SIZE (--image-size) "
+            "to the largest searched resolution."
+        )
+
+
 class Checkpoints(Protocol):
     """Where a trial keeps its per-epoch state: ``save`` before each report, ``load`` on resume."""
 
@@ -160,18 +225,19 @@ def train_classifier(
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    net, normalize, precision = _network(cfg, len(data.classes), device)
-    train_x = torch.as_tensor(data.train_images).to(device)
+    num_classes = len(data.classes)
+    net, normalize, precision = _network(cfg, num_classes, device)
+    train_x = _at_trial_size(torch.as_tensor(data.train_images).to(device), cfg)
     train_y = torch.as_tensor(data.train_labels).to(device)
-    val_x = torch.as_tensor(data.val_images).to(device)
+    val_x = _at_trial_size(torch.as_tensor(data.val_images).to(device), cfg)
     val_y = torch.as_tensor(data.val_labels).to(device)
 
     optimizer = _optimizer(cfg, net)
-    schedule = _schedule(cfg, optimizer)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    schedule = _Schedule(cfg, optimizer, steps_per_epoch(len(train_x), cfg.batch_size))
+    weights = inverse_frequency_weights(train_y, num_classes) if cfg.class_weights else None
+    step = _Step(net, optimizer, _loss_fn(cfg, weights), normalize, precision, micro_batch=min(cfg.batch_size, len(train_x)))
 
     first_epoch, train_time = 1, 0.0
-    step = _Step(net, optimizer, loss_fn, normalize, precision, micro_batch=min(cfg.batch_size, len(train_x)))
     state = checkpoints.load() if checkpoints is not None else None
     if state is not None:
         net.load_state_dict(state["model"])
@@ -185,18 +251,20 @@ def train_classifier(
 
     for epoch in range(first_epoch, cfg.max_epochs + 1):
         started = time.perf_counter()
+        set_phase(net, cfg, epoch)
         lr = optimizer.param_groups[0]["lr"]
         try:
-            train_loss, train_acc = _train_epoch(step, train_x, train_y, cfg, epoch)
+            train_loss, train_acc = _train_epoch(step, train_x, train_y, cfg, epoch, schedule.after_step)
         except TrialDiverged as error:
             # Not a crash and not worth a retry: report it as this trial's last result and stop.
             nan = float("nan")
             report({"epoch": epoch, "diverged": True, "error": str(error), "train_loss": nan,
-                    "val_loss": nan, "val_acc": 0.0, "lr": lr, "train_time_s": train_time})  # fmt: skip
+                    "val_loss": nan, "val_acc": 0.0, "val_balanced_acc": 0.0, "lr": lr,
+                    "train_time_s": train_time})  # fmt: skip
             return
-        schedule.step()
         training_seconds = time.perf_counter() - started
-        val_loss, val_acc = evaluate(net, normalize, val_x, val_y, precision=precision)
+        val_loss, val_acc, val_balanced_acc = _validate(net, normalize, val_x, val_y, num_classes, precision)
+        schedule.after_epoch(val_loss)
         seconds = time.perf_counter() - started
         train_time += seconds
         if checkpoints is not None:
@@ -219,6 +287,7 @@ def train_classifier(
                 "train_acc": train_acc,
                 "val_loss": val_loss,
                 "val_acc": val_acc,
+                "val_balanced_acc": val_balanced_acc,  # mean per-class recall on validation
                 "lr": lr,
                 "epoch_time_s": seconds,
                 "train_time_s": train_time,
@@ -239,11 +308,16 @@ class Classifier:
 
     @torch.inference_mode()
     def probabilities(self, images: np.ndarray, batch: int = 512) -> np.ndarray:
-        """Softmax over classes for (N, 3, S, S) uint8 images, as an (N, classes) float array."""
+        """Softmax over classes for (N, 3, S, S) uint8 images, as an (N, classes) float array.
+
+        Images are resized to the trial's ``image_size`` when it has one; never augmented."""
         self.net.eval()
         device = next(self.net.parameters()).device
         x = torch.as_tensor(np.asarray(images)).to(device)
-        out = [torch.softmax(self.net(self.normalize(x[i : i + batch])), 1) for i in range(0, len(x), batch)]
+        out = [
+            torch.softmax(self.net(self.normalize(_at_trial_size(x[i : i + batch], self.config))), 1)
+            for i in range(0, len(x), batch)
+        ]
         return torch.cat(out).cpu().numpy()
 
 
@@ -268,37 +342,134 @@ def fit_classifier(
     classes: tuple[str, ...],
     epochs: int | None = None,
     report: Callable[[dict], Any] | None = None,
+    lr_per_epoch: Sequence[float] | None = None,
 ) -> Classifier:
     """Train per ``config`` on all of ``images`` for ``epochs`` epochs, without validation.
 
     The learning-rate schedule still spans ``config["max_epochs"]``: stopping at epoch ``epochs``
     replays a trial's first ``epochs`` epochs exactly as they ran (same rates, same seeded batch
-    order), on this data. ``report`` gets each epoch's training loss and accuracy.
+    order and augmentation, same two phases), on this data. ``report`` gets each epoch's training
+    loss and accuracy.
+
+    ``lr_schedule`` "plateau" follows validation loss, which is not there: ``lr_per_epoch`` (the
+    head's ``lr`` the trial reported for epochs 1, 2, ...) is then replayed, each parameter group
+    at its share of it; without it the rate stays at ``lr`` (no plateau is ever detected).
+    Ignored for the other schedules, which need no validation to replay.
     """
     cfg = TrialConfig.from_mapping(config)
     epochs = cfg.max_epochs if epochs is None else epochs
     if not 1 <= epochs <= cfg.max_epochs:
         raise ValueError(f"`epochs` is {epochs}, but must be 1 <= epochs <= max_epochs (= {cfg.max_epochs}).")
+    replay = list(lr_per_epoch) if cfg.lr_schedule == "plateau" and lr_per_epoch is not None else None
+    if replay is not None and len(replay) < epochs:
+        raise ValueError(f"`lr_per_epoch` holds {len(replay)} rates, but {epochs} epochs are to be trained.")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net, normalize, precision = _network(cfg, len(classes), device)
-    train_x = torch.as_tensor(np.asarray(images)).to(device)
+    train_x = _at_trial_size(torch.as_tensor(np.asarray(images)).to(device), cfg)
     train_y = torch.as_tensor(np.asarray(labels)).to(device)
     optimizer = _optimizer(cfg, net)
-    schedule = _schedule(cfg, optimizer)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    step = _Step(net, optimizer, loss_fn, normalize, precision, micro_batch=min(cfg.batch_size, len(train_x)))
+    schedule = _Schedule(cfg, optimizer, steps_per_epoch(len(train_x), cfg.batch_size))
+    weights = inverse_frequency_weights(train_y, len(classes)) if cfg.class_weights else None
+    step = _Step(net, optimizer, _loss_fn(cfg, weights), normalize, precision, micro_batch=min(cfg.batch_size, len(train_x)))
     train_time = 0.0
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
+        set_phase(net, cfg, epoch)
+        if replay is not None:
+            schedule.set_head_lr(replay[epoch - 1])
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = _train_epoch(step, train_x, train_y, cfg, epoch)
-        schedule.step()
+        train_loss, train_acc = _train_epoch(step, train_x, train_y, cfg, epoch, schedule.after_step)
+        schedule.after_epoch(None)
         train_time += time.perf_counter() - started
         if report is not None:
             report({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "lr": lr, "train_time_s": train_time})
     return Classifier(net=net, normalize=normalize, classes=tuple(classes), config=cfg)
+
+
+def _at_trial_size(images: torch.Tensor, cfg: TrialConfig) -> torch.Tensor:
+    """Images at the trial's resolution (``image_size``; 0 keeps the run's)."""
+    return resize_images(images, cfg.image_size) if cfg.image_size else images
+
+
+def set_phase(net: nn.Module, cfg: TrialConfig, epoch: int) -> float:
+    """Freeze what ``epoch`` of a two-phase schedule trains: in epochs 1..head_epochs the whole
+    backbone, after that the first ``frozen_fraction`` of it. Returns the frozen fraction."""
+    fraction = 1.0 if epoch <= cfg.head_epochs else cfg.frozen_fraction
+    freeze_prefix(net, fraction)
+    return fraction
+
+
+def inverse_frequency_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-class loss weights n / (present classes * n_c) from training ``labels`` (0 for a class
+    with no training image): a weighted mean loss counts every present class equally."""
+    counts = torch.bincount(torch.as_tensor(labels).long(), minlength=num_classes).double()
+    present = counts > 0
+    weights = torch.zeros(num_classes, dtype=torch.float64, device=counts.device)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights.float()
+
+
+def _loss_fn(cfg: TrialConfig, weights: torch.Tensor | None) -> nn.Module:
+    return nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+
+
+def steps_per_epoch(images: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch over ``images``: batches of ``batch_size``, a last batch of one
+    image skipped (as _train_epoch does: BatchNorm cannot train on one image)."""
+    batch = min(batch_size, images)
+    full, rest = divmod(images, batch) if batch else (0, 0)
+    return full + (1 if rest >= 2 else 0)
+
+
+class _Schedule:
+    """The learning-rate schedule, stepped where its kind needs it: per optimizer step (onecycle),
+    on the epoch's validation loss (plateau), or per epoch (constant, cosine)."""
+
+    def __init__(self, cfg: TrialConfig, optimizer: torch.optim.Optimizer, steps: int):
+        self.kind = cfg.lr_schedule
+        self.optimizer = optimizer
+        # Each group's rate as a share of the head's (backbone_lr_mult), kept through any schedule.
+        self.shares = [group["lr"] / cfg.lr for group in optimizer.param_groups]
+        lr_scheduler = torch.optim.lr_scheduler
+        if self.kind == "cosine":
+            self.scheduler = lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.max_epochs)
+        elif self.kind == "plateau":
+            self.scheduler = lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience
+            )
+        elif self.kind == "onecycle":
+            self.scheduler = lr_scheduler.OneCycleLR(
+                optimizer,
+                max_lr=[group["lr"] for group in optimizer.param_groups],
+                total_steps=max(1, cfg.max_epochs * steps),
+                cycle_momentum=False,
+            )
+        else:
+            self.scheduler = lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+    def after_step(self) -> None:
+        if self.kind == "onecycle":
+            self.scheduler.step()
+
+    def after_epoch(self, val_loss: float | None) -> None:
+        if self.kind == "plateau":
+            if val_loss is not None:
+                self.scheduler.step(val_loss)
+        elif self.kind != "onecycle":
+            self.scheduler.step()
+
+    def set_head_lr(self, lr: float) -> None:
+        """Replay a recorded rate: the head's group gets ``lr``, every other group its share."""
+        for group, share in zip(self.optimizer.param_groups, self.shares):
+            group["lr"] = lr * share
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state)
 
 
 def _network(cfg: TrialConfig, num_classes: int, device: torch.device) -> tuple[nn.Module, "_Normalizer", "_Precision"]:
@@ -310,7 +481,7 @@ def _network(cfg: TrialConfig, num_classes: int, device: torch.device) -> tuple[
         frozen_fraction=cfg.frozen_fraction,
         conv_blocks=cfg.conv_blocks,
         base_width=cfg.base_width,
-        dropout=cfg.dropout,
+        dropout=cfg.dropout if cfg.use_dropout else 0.0,
     ).to(device)
     precision = _Precision(device)
     net = net.to(memory_format=precision.memory_format)
@@ -386,6 +557,10 @@ class _Step:
     def _accumulate(self, images, labels) -> tuple[float, int]:
         self.optimizer.zero_grad(set_to_none=True)
         total_loss, correct = 0.0, 0
+        # A class-weighted mean loss divides by the summed weights of its labels, not their count.
+        weights = getattr(self.loss_fn, "weight", None)
+        size = (lambda y: float(len(y))) if weights is None else (lambda y: weights[y].sum().item())
+        batch_size = max(size(labels), 1e-12)
         for chunk in micro_batches(len(images), self.micro_batch):
             x, y = self.normalize(images[chunk]), labels[chunk]
             with self.precision.autocast():
@@ -395,11 +570,12 @@ class _Step:
                 raise TrialDiverged(f"training loss is {loss.item()}")
             # Mean loss of the chunk, weighted by its share of the batch: the gradients sum to the
             # batch's mean-loss gradient.
-            scaled = loss * (len(y) / len(images))
+            share = size(y) / batch_size
+            scaled = loss * share
             if self.precision.scaler is not None:
                 scaled = self.precision.scaler.scale(scaled)
             scaled.backward()
-            total_loss += loss.item() * len(y)
+            total_loss += loss.item() * share * len(images)
             correct += (logits.argmax(1) == y).sum().item()
         if self.precision.scaler is not None:
             self.precision.scaler.step(self.optimizer)
@@ -425,10 +601,11 @@ def micro_batches(batch: int, micro_batch: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(starts, ends)]
 
 
-def _train_epoch(step: _Step, images, labels, cfg: TrialConfig, epoch: int):
+def _train_epoch(step: _Step, images, labels, cfg: TrialConfig, epoch: int, after_step: Callable[[], None] | None = None):
     set_train_mode(step.net)
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     order = torch.randperm(len(images), generator=generator).to(images.device)
+    augment, augment_generator = Augmentation.from_config(cfg), epoch_generator(cfg.seed, epoch)
     batch = min(cfg.batch_size, len(images))
     total_loss, correct, seen = 0.0, 0, 0
     for start in range(0, len(images), batch):
@@ -436,9 +613,11 @@ def _train_epoch(step: _Step, images, labels, cfg: TrialConfig, epoch: int):
         if len(index) < 2:  # BatchNorm cannot train on a single image
             continue
         try:
-            loss, right = step(images[index], labels[index])
+            loss, right = step(augment(images[index], augment_generator), labels[index])
         except TrialDiverged as error:
             raise TrialDiverged(f"{error} at epoch {epoch}, step {start // batch}") from None
+        if after_step is not None:
+            after_step()
         total_loss += loss
         correct += right
         seen += len(index)
@@ -449,9 +628,23 @@ def _train_epoch(step: _Step, images, labels, cfg: TrialConfig, epoch: int):
 def evaluate(
     net: nn.Module, normalize, images: torch.Tensor, labels: torch.Tensor, batch: int = 512, precision=None
 ):
-    """Mean cross-entropy and accuracy of ``net`` on ``images``."""
+    """Mean cross-entropy and accuracy of ``net`` on ``images`` (never augmented)."""
+    total_loss, predictions = _predict(net, normalize, images, labels, batch, precision)
+    return total_loss / len(images), (predictions == labels).sum().item() / len(images)
+
+
+def _validate(net, normalize, images, labels, num_classes: int, precision=None) -> tuple[float, float, float]:
+    """Mean cross-entropy, accuracy and balanced accuracy on the validation images, in one pass."""
+    total_loss, predictions = _predict(net, normalize, images, labels, 512, precision)
+    accuracy = (predictions == labels).sum().item() / len(images)
+    return total_loss / len(images), accuracy, balanced_accuracy(labels, predictions, num_classes)
+
+
+@torch.inference_mode()
+def _predict(net, normalize, images, labels, batch: int, precision) -> tuple[float, torch.Tensor]:
+    """Summed cross-entropy over ``images`` and the predicted classes."""
     net.eval()
-    total_loss, correct = 0.0, 0
+    total_loss, predictions = 0.0, []
     for start in range(0, len(images), batch):
         if precision is not None:
             with precision.autocast():
@@ -460,8 +653,17 @@ def evaluate(
             logits = net(normalize(images[start : start + batch]))
         y = labels[start : start + batch]
         total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
-    return total_loss / len(images), correct / len(images)
+        predictions.append(logits.argmax(1))
+    return total_loss, torch.cat(predictions)
+
+
+def balanced_accuracy(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> float:
+    """Mean recall over the classes present in ``labels`` (as analysis.retrain's test_balanced_acc)."""
+    labels, predictions = torch.as_tensor(labels).long(), torch.as_tensor(predictions).long()
+    support = torch.bincount(labels, minlength=num_classes)
+    hits = torch.bincount(labels[predictions == labels], minlength=num_classes)
+    present = support > 0
+    return float((hits[present].double() / support[present].double()).mean()) if present.any() else 0.0
 
 
 def measure_step_memory(config: Mapping[str, Any], data: TrialData) -> int:
@@ -482,7 +684,7 @@ def measure_step_memory(config: Mapping[str, Any], data: TrialData) -> int:
     step = _Step(
         net,
         _optimizer(cfg, net),
-        nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
+        _loss_fn(cfg, None),
         normalize,
         precision,
         micro_batch=batch,
@@ -518,11 +720,23 @@ def trials_per_gpu(
 
 
 def _optimizer(cfg: TrialConfig, net: nn.Module) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for parameter in net.parameters():
+    """Groups: head then backbone (at lr * backbone_lr_mult), each with and without weight decay.
+
+    Built from the parameters that train after any head-only phase (frozen_fraction applied), so
+    the optimizer's state keeps one shape across phases and checkpoints; a parameter frozen for
+    now has no gradient, and torch's optimizers skip it (no step, no decay, no momentum)."""
+    backbone = {name for unit in backbone_units(net) for name in unit}
+    groups = [
+        {"params": [], "weight_decay": cfg.weight_decay, "lr": cfg.lr},
+        {"params": [], "weight_decay": 0.0, "lr": cfg.lr},
+        {"params": [], "weight_decay": cfg.weight_decay, "lr": cfg.lr * cfg.backbone_lr_mult},
+        {"params": [], "weight_decay": 0.0, "lr": cfg.lr * cfg.backbone_lr_mult},
+    ]
+    for name, parameter in net.named_parameters():
         if parameter.requires_grad:
-            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups[2 * (name in backbone) + (parameter.ndim <= 1)]["params"].append(parameter)
+    # The head's decayed group first: its lr is the one reported per epoch.
+    groups = [group for group in groups if group["params"]]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
     if cfg.optimizer == "adam":
@@ -530,9 +744,3 @@ def _optimizer(cfg: TrialConfig, net: nn.Module) -> torch.optim.Optimizer:
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, momentum=cfg.momentum)
-
-
-def _schedule(cfg: TrialConfig, optimizer: torch.optim.Optimizer):
-    if cfg.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.max_epochs)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)

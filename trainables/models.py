@@ -2,11 +2,16 @@
 
 Frozen fraction, precisely: a timm backbone is cut into N units in forward order by its own coarse
 ``group_matcher`` (the one timm uses for layer-wise learning-rate decay): the stem is the first
-unit, then each stage. Units that hold the classifier's parameters are the head and are never
-frozen. ``frozen_fraction = f`` freezes the first floor(f * N) units: their parameters get
+unit, then each stage. The classifier's own parameters are the head and are never frozen; the
+rest of the unit that holds them (MobileNetV3's conv_head) stays a backbone unit, the last one.
+``frozen_fraction = f`` freezes the first floor(f * N) units: their parameters get
 ``requires_grad = False`` and their BatchNorm layers stay in eval mode (running statistics kept).
-N is 5 for resnet18 (stem, layer1..layer4) and 8 for tf_efficientnet_lite0 (stem, blocks.0..5,
-blocks.6 with conv_head). f = 0 fine-tunes everything; f = 1 trains the head alone.
+N is 5 for resnet18 (stem, layer1..layer4), 8 for tf_efficientnet_lite0 (stem, blocks.0..5,
+blocks.6 with conv_head) and 8 for mobilenetv3_small_100 (stem, blocks.0..5, conv_head). timm's
+VGG matcher splits every conv and its BatchNorm into units of their own, so VGG is cut here by
+stage instead: ``features`` up to and including each max-pool, then ``pre_logits`` (the ImageNet
+fc6/fc7 as convolutions) as the last unit, so that f = 1 trains only ``head.fc``: N is 6 for
+vgg11_bn. f = 0 fine-tunes everything; f = 1 trains the head alone.
 """
 
 from __future__ import annotations
@@ -210,15 +215,28 @@ def backbone_units(net: nn.Module) -> list[list[str]]:
         groups += [[f"blocks.{i}.{n}" for n, _ in b.named_parameters()] for i, b in enumerate(net.blocks)]
         return groups
     from timm.models import group_parameters
+    from timm.models.vgg import VGG
 
+    if isinstance(net, VGG):
+        return _vgg_units(net)
     head = {id(p) for p in net.get_classifier().parameters()}
     parameters = dict(net.named_parameters())
     grouped = group_parameters(net, net.group_matcher(coarse=True))
-    return [
-        names
-        for _, names in sorted(grouped.items())
-        if not any(id(parameters[n]) in head for n in names)
-    ]
+    units = [[n for n in names if id(parameters[n]) not in head] for _, names in sorted(grouped.items())]
+    return [unit for unit in units if unit]
+
+
+def _vgg_units(net: nn.Module) -> list[list[str]]:
+    units, current = [], []
+    for index, layer in enumerate(net.features):
+        current += [f"features.{index}.{n}" for n, _ in layer.named_parameters()]
+        if isinstance(layer, nn.MaxPool2d) and current:
+            units.append(current)
+            current = []
+    if current:
+        units.append(current)
+    units.append([f"pre_logits.{n}" for n, _ in net.pre_logits.named_parameters()])
+    return units
 
 
 def freeze_prefix(net: nn.Module, fraction: float) -> int:
