@@ -771,6 +771,10 @@ _REPORTED = (
     "train_time_s",
     "images_per_s",
     "micro_batch",
+    "val_balanced_acc",
+    "feature_time_s",  # features trials (trainables/features.py): extraction or cache load
+    "fit_time_s",
+    "feature_dim",
     "node_id",
     "node_ip",
     "hostname",
