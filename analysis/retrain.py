@@ -288,7 +288,7 @@ def _stored(directory: Path, trainable: str, config: dict, epochs: int, tta: boo
         return None
     metrics = read_json(directory / "metrics.json")
     if not tta:  # evaluated with TTA before, not asked for now: leave it out of this summary
-        metrics |= {key: math.nan for key in TTA_METRICS}
+        metrics = {key: value for key, value in metrics.items() if key not in TTA_METRICS}
     return metrics
 
 
@@ -353,7 +353,6 @@ def _train_and_test(
         "seed": config["seed"],
         "epochs": epochs,
         **{key: summary[key] for key in SUMMARY_METRICS},
-        **{key: math.nan for key in TTA_METRICS},
         "test_examples": len(data.test_labels),
         "train_examples": len(data.train_labels),
         "retrain_time_s": round(train_time, 2),
@@ -366,7 +365,7 @@ def _train_and_test(
     write_text(directory / "per_class.csv", per_class.to_csv(index=False))
     write_text(directory / "confusion.csv", _confusion_table(confusion, data.classes).to_csv())
     plot_confusion(confusion, data.classes, directory / "confusion.png", f"trial {trial_id}, seed {config['seed']}: test")
-    logged = [key for key in (*SUMMARY_METRICS, *TTA_METRICS) if not math.isnan(metrics[key])]
+    logged = [key for key in (*SUMMARY_METRICS, *TTA_METRICS) if key in metrics]
     for key in logged:
         writer.add_scalar(key, metrics[key], global_step=epochs)
     from torch.utils.tensorboard.summary import hparams

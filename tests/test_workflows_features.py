@@ -81,6 +81,13 @@ def test_retrain_tests_features_models_and_compares_an_ensemble(features_run, ca
     scores = ensemble[["test_acc", "test_balanced_acc", "test_acc_tta"]].to_numpy()
     assert ((scores >= 0) & (scores <= 1)).all()
 
+    # Without TTA the stored models are reused, and the TTA columns are empty.
+    assert main(["retrain", str(run_dir), "--top-k", "2", "--seeds", "1", "--no-tta"]) == 0
+    assert "2 model(s) (2 reused" in capsys.readouterr().out
+    plain = pd.read_csv(run_dir / "test_results.csv", dtype={"trial_id": str})
+    assert plain["test_acc_tta_mean"].isna().all()
+    pd.testing.assert_series_equal(plain["test_acc_mean"], results["test_acc_mean"])
+
     # The report copes with one-epoch trials and shows the test results.
     assert main(["report", str(run_dir)]) == 0
     assert "Test set" in (run_dir / "report.md").read_text()
