@@ -3,7 +3,10 @@
     python -m search predict RUN_DIR photo.jpg other.png
 
 The winner is the best retrained trial (``test_results.csv``); its probabilities are the mean of
-the softmax outputs of its retrained seeds. Each image is read as ``trainables.data.load_image``
+the softmax outputs of its retrained seeds. A features winner (``trainables/features.py``) has no
+stored estimator (scikit-learn saves only through pickle, which this project never loads): it is
+refitted here on the run's train + validation images, deterministically, and checked against the
+probabilities the retrain stored. Each image is read as ``trainables.data.load_image``
 reads ImageFolder images: RGB, shorter side resized to the run's image size, centre crop.
 """
 
@@ -24,7 +27,7 @@ def predict(run_dir: Path, images: list[str | Path], top: int = 5) -> list[list[
     Raises FileNotFoundError when the run has no retrained model or an image does not exist, and
     ValueError naming the file when an image cannot be read.
     """
-    from analysis.retrain import load_classifier, retrained_models
+    from analysis.retrain import load_retrained, retrained_models
     from trainables.data import UNREADABLE_IMAGE_ERRORS, load_image
 
     run_dir = Path(run_dir)
@@ -42,7 +45,7 @@ def predict(run_dir: Path, images: list[str | Path], top: int = 5) -> list[list[
             batch.append(load_image(path, image_size).numpy())
         except UNREADABLE_IMAGE_ERRORS as error:
             raise ValueError(f"cannot read image {str(path)!r} ({error}): expected a PNG, JPEG or other file PIL opens") from None
-    models = [load_classifier(directory) for directory in retrained_models(run_dir)]
+    models = [load_retrained(run_dir, directory) for directory in retrained_models(run_dir)]
     probabilities = np.mean([model.probabilities(np.stack(batch)) for model in models], axis=0)
     classes = models[0].classes
     ranked = []

@@ -1,26 +1,45 @@
 """Retrain the winners on train + validation, then evaluate each model once on the held-out test split.
 
-    python -m search retrain RUN_DIR [--top-k 1] [--seeds 3] [--force]
+    python -m search retrain RUN_DIR [--top-k 1] [--seeds 3] [--force] [--no-tta] [--ensemble]
 
 For each of the top-k trials of the leaderboard, S models are trained in this process (no Ray) on
 the train and validation images together, for the epoch count at which the trial reached its best
 validation score (the learning-rate schedule keeps the trial's horizon, so the models replay the
 trial's first ``best_epoch`` epochs on more data), with seeds ``seed, seed + 1, ...`` (the first is
 the trial's own). Each model is evaluated once on the test split, which no trial ever saw and which
-nothing but this module reads. What it writes::
+nothing but this module reads.
+
+A features trial (``trainables/features.py``) is retrained the same way: its classifier is fitted
+on the train + validation features, per seed (a random forest differs per seed; logistic regression
+and the SVM do not). Its estimator is not saved (scikit-learn persists only through pickle, which
+this project never loads); ``model.json`` holds what refits it deterministically, and ``predict``
+refits it, checking that the refit reproduces the stored probabilities of the first training images.
+
+Flip TTA (on unless ``tta=False``): each model is also evaluated on the test split with horizontal
+test-time augmentation, the mean of the softmax of each image and of its mirror image, reported
+beside the plain numbers (``test_acc_tta``...). It is a measurement, not a choice made on the test
+split: where mirroring changes the class (digits, text) it is expected to hurt.
+
+Ensemble (``ensemble=True``, needs ``top_k >= 2``): the probabilities of the top-k trials' models,
+averaged, against the single best trial's model, on the same test split, from each model's stored
+test probabilities. Rows: the best trial's first-seed model; the mean of the top-k trials' first-seed
+models (one model per trial, the trial's own seed); with several seeds also the best trial's seeds
+averaged and all k x S models averaged. What it writes::
 
     RUN_DIR/test_results.csv               one row per retrained trial: test metrics, mean and std over seeds
+    RUN_DIR/ensemble.csv                   --ensemble: single best vs. ensembles (test_acc, test_balanced_acc, test_loss, members)
     RUN_DIR/retrain/models.csv             one row per model (trial x seed)
     RUN_DIR/retrain/<trial>-per_class.csv  precision, recall, F1 per class, mean and std over seeds
     RUN_DIR/retrain/<trial>-confusion.csv  confusion matrix summed over seeds (rows: true, columns: predicted)
     RUN_DIR/retrain/<trial>-confusion.png
     RUN_DIR/retrain/<trial>-seed<n>/
-      model.pt                             state dict (torch.load(..., weights_only=True))
-      model.json                           the config, classes and image size that rebuild it
+      model.pt                             state dict (torch.load(..., weights_only=True)); not for features trials
+      model.json                           the trainable, config, classes and image size that rebuild it
+      test_probabilities.npy               (test images, classes) softmax; test_probabilities_tta.npy with flip TTA
       metrics.json, per_class.csv, confusion.csv, events.out.tfevents.*   this model's test results
 
 A second call reuses every model already evaluated (the test split is read once per model), unless
-``force`` is set.
+``force`` is set; a model stored without the flip-TTA evaluation that is now asked for is retrained.
 """
 
 from __future__ import annotations
@@ -40,20 +59,34 @@ from analysis.records import read_json, read_trials, trial_dir, write_json, writ
 
 __all__ = [
     "FinalData",
+    "RETRAINABLE",
     "classification_metrics",
     "confusion_matrix",
+    "ensemble_table",
+    "flip_horizontal",
+    "format_ensemble",
     "format_test_summary",
     "load_classifier",
     "load_final_data",
+    "load_retrained",
     "mean_std",
     "retrain",
     "retrained_models",
+    "tta_probabilities",
 ]
 
 # The test metrics of one model that test_results.csv summarises as mean and std over seeds.
 SUMMARY_METRICS = ("test_acc", "test_loss", "test_balanced_acc", "test_macro_f1")
+# The same with flip TTA; NaN when the retrain ran without it.
+TTA_METRICS = ("test_acc_tta", "test_loss_tta", "test_balanced_acc_tta")
 # Columns of retrain/models.csv: one row per retrained model.
-MODEL_COLUMNS = ("trial_id", "rank", "seed", "epochs", *SUMMARY_METRICS, "test_examples", "train_examples", "retrain_time_s")
+MODEL_COLUMNS = (
+    "trial_id", "rank", "seed", "epochs", *SUMMARY_METRICS, *TTA_METRICS, "test_examples", "train_examples", "retrain_time_s",
+)  # fmt: skip
+# Trainables whose trials can be retrained and tested here.
+RETRAINABLE = ("classifier", "features")
+# Training images whose refit probabilities predict checks against the stored ones (features models).
+_FIT_CHECK_IMAGES = 8
 
 
 @dataclass(frozen=True)
@@ -72,8 +105,13 @@ class FinalData:
 def load_final_data(run_dir: Path) -> FinalData:
     """The run's data set, split as recorded in ``split.json``: train + validation, and test.
 
-    The only reader of the test split (trials get ``analysis.rerun.load_trial_data``, which has none).
+    The only reader of the test split (trials get ``analysis.rerun.load_trial_data``, which has none,
+    and ``predict`` gets ``_load_final_data(run_dir, with_test=False)``).
     """
+    return _load_final_data(run_dir, with_test=True)
+
+
+def _load_final_data(run_dir: Path, with_test: bool) -> FinalData:
     from trainables.data import load_dataset
 
     settings = read_json(Path(run_dir) / "settings.json")
@@ -85,7 +123,7 @@ def load_final_data(run_dir: Path) -> FinalData:
             f"recorded {split['classes']} in {Path(run_dir) / 'split.json'}"
         )
     train = np.union1d(np.asarray(split["train"], dtype=np.int64), np.asarray(split["val"], dtype=np.int64))
-    test = np.asarray(split["test"], dtype=np.int64)
+    test = np.asarray(split["test"] if with_test else [], dtype=np.int64)
     overlap = np.intersect1d(train, test)
     if len(overlap):
         raise ValueError(f"{Path(run_dir) / 'split.json'}: {len(overlap)} test indices are also train/val, e.g. {overlap[:5].tolist()}")
@@ -146,8 +184,14 @@ def retrain(
     force: bool = False,
     threads: int | None = None,
     out: Callable[[str], None] = print,
+    tta: bool = True,
+    ensemble: bool = False,
 ) -> pd.DataFrame:
-    """Retrain and test the top ``top_k`` trials, ``seeds`` models each; return test_results.csv's table."""
+    """Retrain and test the top ``top_k`` trials, ``seeds`` models each; return test_results.csv's table.
+
+    ``tta``: also evaluate each model with flip TTA (columns ``*_tta``). ``ensemble``: also write
+    ``ensemble.csv``, the top-k trials' models averaged against the single best (``top_k >= 2``).
+    """
     from analysis.leaderboard import build_leaderboard
 
     run_dir = Path(run_dir)
@@ -157,6 +201,8 @@ def retrain(
         raise ValueError(f"The value of `top_k` is {top_k}, but must be an integer >= 1.")
     if seeds < 1:
         raise ValueError(f"The value of `seeds` is {seeds}, but must be an integer >= 1.")
+    if ensemble and top_k < 2:
+        raise ValueError(f"`ensemble` averages the top-k trials' models, so `top_k` must be >= 2, but it is {top_k} (e.g. --top-k 3 --ensemble).")
     settings = read_json(run_dir / "settings.json")
     board = build_leaderboard(run_dir)
     ranked = board[board["rank"].notna() & (board["status"] != "error")]
@@ -167,13 +213,21 @@ def retrain(
             if len(ranked)
             else f"run {str(run_dir)!r} has no trial with a {settings['metric']} score to retrain"
         )
+    chosen = []
+    for _, entry in ranked.head(top_k).iterrows():
+        recorded = read_json(trial_dir(run_dir, str(entry["trial_id"])) / "config.json")
+        trainable = recorded.get("trainable", "classifier")
+        if trainable not in RETRAINABLE:
+            raise ValueError(
+                f"trial {entry['trial_id']} ran trainable {trainable!r}; retrain knows how to refit {list(RETRAINABLE)} only"
+            )
+        chosen.append((entry, recorded, trainable))
     threads = threads or os.cpu_count() or 1
     root = run_dir / "retrain"
     data: FinalData | None = None
     rows, reused, started = [], 0, time.monotonic()
-    for _, entry in ranked.head(top_k).iterrows():
+    for entry, recorded, trainable in chosen:
         trial_id = str(entry["trial_id"])
-        recorded = read_json(trial_dir(run_dir, trial_id) / "config.json")
         epochs = int(entry["best_epoch"])
         # The rates the trial ran at: lr_schedule "plateau" replays them (fit_classifier).
         lrs = [m["lr"] for m in next(r for r in records if r.trial_id == trial_id).metrics if "lr" in m]
@@ -181,7 +235,7 @@ def retrain(
             config = dict(recorded["config"]) | {"threads": threads}
             config["seed"] = int(config.get("seed", 0)) + k
             directory = root / f"{trial_id}-seed{config['seed']}"
-            stored = _stored(directory, config, epochs)
+            stored = _stored(directory, trainable, config, epochs, tta)
             if stored is not None and not force:
                 rows.append(stored)
                 reused += 1
@@ -192,8 +246,9 @@ def retrain(
                     f"retrain: {len(data.train_labels)} train+validation images, "
                     f"{len(data.test_labels)} test images (read now, once per model)"
                 )
-            out(f"retrain: trial {trial_id} (rank {int(entry['rank'])}), seed {config['seed']}, {epochs} epoch(s)")
-            rows.append(_train_and_test(directory, trial_id, int(entry["rank"]), config, epochs, data, settings, lrs))
+            what = "classifier fitted on frozen features" if trainable == "features" else f"{epochs} epoch(s)"
+            out(f"retrain: trial {trial_id} (rank {int(entry['rank'])}), seed {config['seed']}, {what}")
+            rows.append(_train_and_test(directory, trial_id, int(entry["rank"]), trainable, config, epochs, data, settings, tta, lrs))
     models = pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
     write_text(root / "models.csv", models.to_csv(index=False))
     table = _summarize(models, board)
@@ -203,91 +258,160 @@ def retrain(
         f"retrain: {len(models)} model(s) ({reused} reused from an earlier retrain; --force retrains them) "
         f"in {time.monotonic() - started:.1f} s; test results: {run_dir / 'test_results.csv'}"
     )
+    if ensemble:
+        labels = (data or load_final_data(run_dir)).test_labels
+        members = [[root / f"{trial_id}-seed{seed}" for seed in group["seed"]] for trial_id, group in models.groupby("trial_id", sort=False)]
+        compared = ensemble_table(members, labels, tta=tta)
+        write_text(run_dir / "ensemble.csv", compared.to_csv(index=False))
+        out(format_ensemble(compared))
+        out(f"ensemble: {run_dir / 'ensemble.csv'}")
     return table
 
 
-def _stored(directory: Path, config: dict, epochs: int) -> dict | None:
-    needed = [directory / name for name in ("model.pt", "model.json", "metrics.json")]
-    if not all(path.is_file() for path in needed):
+def flip_horizontal(images: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) images mirrored left to right."""
+    return np.ascontiguousarray(np.asarray(images)[..., ::-1])
+
+
+def tta_probabilities(probabilities: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
+    """Flip TTA: the mean of the class probabilities of each image and of its mirror image."""
+    return (probabilities(images) + probabilities(flip_horizontal(images))) / 2.0
+
+
+def _stored(directory: Path, trainable: str, config: dict, epochs: int, tta: bool) -> dict | None:
+    needed = ["model.json", "metrics.json", "test_probabilities.npy"]
+    needed += ["model.pt"] if trainable == "classifier" else []
+    needed += ["test_probabilities_tta.npy"] if tta else []
+    if not all((directory / name).is_file() for name in needed):
         return None
     built = read_json(directory / "model.json")
-    if built["epochs"] != epochs or {k: v for k, v in built["config"].items() if k != "threads"} != {
-        k: v for k, v in config.items() if k != "threads"
-    }:
+    if built["epochs"] != epochs or built.get("trainable", "classifier") != trainable or {
+        k: v for k, v in built["config"].items() if k != "threads"
+    } != {k: v for k, v in config.items() if k != "threads"}:
         return None
-    return read_json(directory / "metrics.json")
+    metrics = read_json(directory / "metrics.json")
+    if not tta:  # evaluated with TTA before, not asked for now: leave it out of this summary
+        metrics = {key: value for key, value in metrics.items() if key not in TTA_METRICS}
+    return metrics
+
+
+def _test_metrics(probabilities: np.ndarray, labels: np.ndarray, classes) -> tuple[dict, np.ndarray, pd.DataFrame]:
+    """Accuracy, loss, balanced accuracy and macro F1 of class probabilities; confusion; per class."""
+    picked = probabilities[np.arange(len(labels)), labels]
+    test_loss = float(-np.log(np.clip(picked, 1e-12, None)).mean()) + 0.0  # + 0.0: no "-0.0" in the CSV
+    confusion = confusion_matrix(labels, probabilities.argmax(1), len(classes))
+    summary, per_class = classification_metrics(confusion, classes)
+    return summary | {"test_loss": test_loss}, confusion, per_class
 
 
 def _train_and_test(
-    directory: Path, trial_id: str, rank: int, config: dict, epochs: int, data: FinalData, settings: dict, lrs: list[float]
+    directory: Path, trial_id: str, rank: int, trainable: str, config: dict, epochs: int, data: FinalData, settings: dict, tta: bool, lrs: list[float]
 ) -> dict:
-    import torch
     from torch.utils.tensorboard import SummaryWriter
 
     from analysis.plots import plot_confusion
-    from trainables.classifier import fit_classifier
 
     if directory.exists():
         shutil.rmtree(directory)  # --force, or a model from another config: start clean
     directory.mkdir(parents=True)
     writer = SummaryWriter(log_dir=str(directory))
-    curve: list[dict] = []
-
-    def report(metrics: dict) -> None:
-        curve.append(metrics)
-        for key in ("train_loss", "train_acc", "lr"):
-            writer.add_scalar(key, metrics[key], global_step=metrics["epoch"])
-
+    built = {
+        "trial_id": trial_id,
+        "trainable": trainable,
+        "config": config,
+        "epochs": epochs,
+        "classes": list(data.classes),
+        "image_size": settings["image_size"],
+        "dataset": settings["dataset"],
+        "train_examples": len(data.train_labels),
+    }
     began = time.perf_counter()
-    model = fit_classifier(
-        config, data.train_images, data.train_labels, data.classes, epochs=epochs, report=report, lr_per_epoch=lrs
-    )
-    train_time = time.perf_counter() - began
-    torch.save({k: v.detach().cpu() for k, v in model.net.state_dict().items()}, directory / "model.pt")
-    write_json(
-        directory / "model.json",
-        {
-            "trial_id": trial_id,
-            "config": config,
-            "epochs": epochs,
-            "classes": list(data.classes),
-            "image_size": settings["image_size"],
-            "dataset": settings["dataset"],
-            "train_examples": len(data.train_labels),
-        },
-    )
-    # The one evaluation on the test split.
+    if trainable == "features":
+        from trainables.features import fit_feature_classifier
+
+        model = fit_feature_classifier(config, data.train_images, data.train_labels, data.classes)
+        train_time = time.perf_counter() - began
+        # What predict checks its refit against (the estimator itself is not saved: see the docstring).
+        built["fit_check"] = model.last_train_probabilities[:_FIT_CHECK_IMAGES].tolist()
+    else:
+        import torch
+
+        from trainables.classifier import fit_classifier
+
+        def report(metrics: dict) -> None:
+            for key in ("train_loss", "train_acc", "lr"):
+                writer.add_scalar(key, metrics[key], global_step=metrics["epoch"])
+
+        model = fit_classifier(
+            config, data.train_images, data.train_labels, data.classes, epochs=epochs, report=report, lr_per_epoch=lrs
+        )
+        train_time = time.perf_counter() - began
+        torch.save({k: v.detach().cpu() for k, v in model.net.state_dict().items()}, directory / "model.pt")
+    write_json(directory / "model.json", built)
+    # The one evaluation on the test split (with flip TTA: the same images, mirrored, as well).
     probabilities = model.probabilities(data.test_images)
-    picked = probabilities[np.arange(len(data.test_labels)), data.test_labels]
-    test_loss = float(-np.log(np.clip(picked, 1e-12, None)).mean()) + 0.0  # + 0.0: no "-0.0" in the CSV
-    confusion = confusion_matrix(data.test_labels, probabilities.argmax(1), len(data.classes))
-    summary, per_class = classification_metrics(confusion, data.classes)
+    np.save(directory / "test_probabilities.npy", probabilities, allow_pickle=False)
+    summary, confusion, per_class = _test_metrics(probabilities, data.test_labels, data.classes)
     metrics = {
         "trial_id": trial_id,
         "rank": rank,
         "seed": config["seed"],
         "epochs": epochs,
-        "test_acc": summary["test_acc"],
-        "test_loss": test_loss,
-        "test_balanced_acc": summary["test_balanced_acc"],
-        "test_macro_f1": summary["test_macro_f1"],
+        **{key: summary[key] for key in SUMMARY_METRICS},
         "test_examples": len(data.test_labels),
         "train_examples": len(data.train_labels),
         "retrain_time_s": round(train_time, 2),
     }
+    if tta:
+        flipped = (probabilities + model.probabilities(flip_horizontal(data.test_images))) / 2.0
+        np.save(directory / "test_probabilities_tta.npy", flipped, allow_pickle=False)
+        with_tta, _, _ = _test_metrics(flipped, data.test_labels, data.classes)
+        metrics |= {f"{key}_tta": with_tta[key] for key in ("test_acc", "test_loss", "test_balanced_acc")}
     write_text(directory / "per_class.csv", per_class.to_csv(index=False))
     write_text(directory / "confusion.csv", _confusion_table(confusion, data.classes).to_csv())
     plot_confusion(confusion, data.classes, directory / "confusion.png", f"trial {trial_id}, seed {config['seed']}: test")
-    for key in SUMMARY_METRICS:
+    logged = [key for key in (*SUMMARY_METRICS, *TTA_METRICS) if key in metrics]
+    for key in logged:
         writer.add_scalar(key, metrics[key], global_step=epochs)
     from torch.utils.tensorboard.summary import hparams
 
     values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in config.items()}
-    for entry in hparams(values | {"retrained": "yes"}, {k: metrics[k] for k in SUMMARY_METRICS}):
+    for entry in hparams(values | {"retrained": "yes"}, {k: metrics[k] for k in logged}):
         writer.file_writer.add_summary(entry)
     writer.close()
     write_json(directory / "metrics.json", metrics)
     return metrics
+
+
+def ensemble_table(members: list[list[Path]], labels: np.ndarray, tta: bool = False) -> pd.DataFrame:
+    """Single best model against averaged ensembles, from the models' stored test probabilities.
+
+    ``members[i]`` are the directories of the i-th ranked trial's models, its first seed first.
+    Rows: the best trial's first model; the top-k trials' first models averaged (one per trial);
+    with several seeds, the best trial's models averaged and every model averaged.
+    """
+    labels = np.asarray(labels)
+    candidates = [("single best", members[0][:1]), (f"ensemble of top {len(members)} (first seed each)", [m[0] for m in members])]
+    if max(len(m) for m in members) > 1:
+        candidates.insert(1, (f"best trial, {len(members[0])} seeds averaged", members[0]))
+        every = [d for m in members for d in m]
+        candidates.append((f"ensemble of top {len(members)} x all seeds ({len(every)} models)", every))
+    rows = []
+    for name, directories in candidates:
+        row = {"model": name, "n_models": len(directories)}
+        for suffix in ("", "_tta") if tta else ("",):
+            probabilities = np.mean([np.load(d / f"test_probabilities{suffix}.npy", allow_pickle=False) for d in directories], axis=0)
+            summary, _, _ = _test_metrics(probabilities, labels, tuple(str(c) for c in range(probabilities.shape[1])))
+            row |= {f"test_acc{suffix}": summary["test_acc"], f"test_balanced_acc{suffix}": summary["test_balanced_acc"], f"test_loss{suffix}": summary["test_loss"]}
+        row["members"] = " + ".join(d.name for d in directories)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_ensemble(table: pd.DataFrame) -> str:
+    """The ensemble comparison as aligned text; the member lists are in ensemble.csv."""
+    shown = table.drop(columns=["members"])
+    return "ensemble vs. single best, same test split:\n" + shown.to_string(index=False, float_format=lambda x: f"{x:.4f}")
 
 
 def _confusion_table(confusion: np.ndarray, classes) -> pd.DataFrame:
@@ -306,8 +430,8 @@ def _summarize(models: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
             "best_epoch": int(entry["best_epoch"]),
             "seeds": len(group),
         }
-        for key in SUMMARY_METRICS:
-            row[f"{key}_mean"], row[f"{key}_std"] = mean_std(group[key])
+        for key in (*SUMMARY_METRICS, *TTA_METRICS):
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std(group[key])  # NaN for TTA when it did not run
         row["retrain_time_s"] = round(float(group["retrain_time_s"].sum()), 2)
         rows.append(row)
     return pd.DataFrame(rows).sort_values("rank").reset_index(drop=True)
@@ -346,13 +470,48 @@ def retrained_models(run_dir: Path, trial_id: str | None = None) -> list[Path]:
     models = pd.read_csv(run_dir / "retrain" / "models.csv", dtype={"trial_id": str})
     seeds = models.loc[models["trial_id"] == trial_id, "seed"].tolist()
     directories = [run_dir / "retrain" / f"{trial_id}-seed{seed}" for seed in seeds]
-    missing = [d for d in directories if not (d / "model.pt").is_file()]
+    missing = [d for d in directories if not _restorable(d)]
     if not directories or missing:
         raise FileNotFoundError(
-            f"retrained weights of trial {trial_id} are missing in {run_dir / 'retrain'}"
+            f"retrained models of trial {trial_id} are missing in {run_dir / 'retrain'}"
             f"{f' (e.g. {missing[0]})' if missing else ''}: run `python -m search retrain {run_dir} --force`"
         )
     return directories
+
+
+def _restorable(directory: Path) -> bool:
+    if not (directory / "model.json").is_file():
+        return False
+    return read_json(directory / "model.json").get("trainable", "classifier") == "features" or (directory / "model.pt").is_file()
+
+
+def load_retrained(run_dir: Path, directory: Path):
+    """A retrained model, with ``probabilities(images)`` and ``classes``, whatever its trainable.
+
+    A classifier is loaded from its weights; a features model is refitted on the run's train +
+    validation images (never the test split), and the refit must reproduce the probabilities the
+    retrain stored for the first training images, else ValueError says why it cannot be trusted.
+    """
+    built = read_json(Path(directory) / "model.json")
+    if built.get("trainable", "classifier") != "features":
+        return load_classifier(directory)
+    from trainables.features import fit_feature_classifier
+
+    data = _load_final_data(run_dir, with_test=False)
+    if len(data.train_labels) != built["train_examples"] or list(data.classes) != built["classes"]:
+        raise ValueError(
+            f"{directory}: the run's train + validation data changed since the retrain "
+            f"({len(data.train_labels)} images now, {built['train_examples']} then): retrain it with --force"
+        )
+    model = fit_feature_classifier(built["config"], data.train_images, data.train_labels, tuple(built["classes"]))
+    expected = np.asarray(built["fit_check"])
+    if not np.allclose(model.last_train_probabilities[: len(expected)], expected, atol=1e-4):
+        raise ValueError(
+            f"{directory}: refitting the features model does not reproduce the retrained one (its "
+            "probabilities on the first training images differ; scikit-learn, timm or torch changed?): "
+            "retrain it with --force"
+        )
+    return model
 
 
 def load_classifier(directory: Path):
@@ -377,5 +536,10 @@ def format_test_summary(table: pd.DataFrame) -> str:
             f"test accuracy {row['test_acc_mean']:.4f} ± {row['test_acc_std']:.4f} over {row['seeds']} seed(s), "
             f"balanced {row['test_balanced_acc_mean']:.4f} ± {row['test_balanced_acc_std']:.4f} | "
             f"retrained in {row['retrain_time_s']:.1f} s"
+            + (
+                f" | flip TTA {row['test_acc_tta_mean']:.4f} ± {row['test_acc_tta_std']:.4f}"
+                if "test_acc_tta_mean" in row and not pd.isna(row["test_acc_tta_mean"])
+                else ""
+            )
         )
     return "\n".join(lines)

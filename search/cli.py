@@ -25,6 +25,8 @@ _EXAMPLES = """examples:
   python -m search leaderboard runs/resnet-20261125-120000   rank the trials of a run
   python -m search report runs/resnet-20261125-120000        importance, Optuna study, plots, report.md
   python -m search retrain runs/resnet-20261125-120000 --top-k 3    retrain the top 3, test each once
+  python -m search retrain runs/resnet-20261125-120000 --top-k 3 --ensemble   top 3 averaged vs. the best
+  python -m search run spaces/features.py                    frozen features + logistic regression / forest / SVM
   python -m search predict runs/resnet-20261125-120000 a.png  top-5 classes from the winner
 """
 
@@ -100,6 +102,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     retrain.add_argument("--top-k", dest="top_k", type=int, default=1, help="trials to retrain (default 1)")
     retrain.add_argument("--seeds", type=int, default=3, help="models per trial, seeds seed..seed+S-1 (default 3)")
     retrain.add_argument("--force", action="store_true", help="retrain and test again instead of reusing stored results")
+    retrain.add_argument(
+        "--no-tta", dest="tta", action="store_false",
+        help="skip the flip-TTA evaluation (mean softmax of each test image and its mirror) reported beside the plain one",
+    )  # fmt: skip
+    retrain.add_argument(
+        "--ensemble", action="store_true",
+        help="also compare the top-k trials' models averaged with the single best on the test split (ensemble.csv; --top-k >= 2)",
+    )  # fmt: skip
 
     predict = commands.add_parser(
         "predict", help="top-5 classes of images from the run's retrained winner", allow_abbrev=False
@@ -211,7 +221,7 @@ def _retrain(args: argparse.Namespace) -> int:
     from analysis.retrain import format_test_summary, retrain
 
     run_dir = _run_dir(args)
-    table = retrain(run_dir, top_k=args.top_k, seeds=args.seeds, force=args.force)
+    table = retrain(run_dir, top_k=args.top_k, seeds=args.seeds, force=args.force, tta=args.tta, ensemble=args.ensemble)
     print(format_test_summary(table))
     print(f"report: {write_report(run_dir)}")
     return 0

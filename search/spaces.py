@@ -128,11 +128,12 @@ def dry_run(space: SpaceFile, settings: Settings, samples: int = 16) -> list[dic
     """
     import optuna
 
-    from trainables import get_trainable
+    from trainables import get_config_class, get_trainable
     from trainables.classifier import TrialConfig, check_against_run
     from trainables.models import check_model_name
 
     get_trainable(settings.trainable)
+    config_class = get_config_class(settings.trainable)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=settings.seed))
     where = f"space file {str(space.path)!r}"
@@ -148,11 +149,12 @@ def dry_run(space: SpaceFile, settings: Settings, samples: int = 16) -> list[dic
         config = trial_defaults(settings, threads=1) | trial.params | (constants or {})
         configs.append(config)
         study.tell(trial, 0.0)
-        if settings.trainable != "classifier":
+        if config_class is None:
             continue  # a custom trainable checks its own config
         try:
-            checked = TrialConfig.from_mapping(config)
-            check_against_run(checked, settings.max_epochs, settings.image_size)
+            checked = config_class.from_mapping(config)
+            if isinstance(checked, TrialConfig):
+                check_against_run(checked, settings.max_epochs, settings.image_size)
             if (checked.model, checked.weights) not in checked_models:
                 check_model_name(checked.model, checked.weights)
                 checked_models.add((checked.model, checked.weights))

@@ -10,10 +10,17 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-__all__ = ["TRAINABLES", "get_trainable"]
+__all__ = ["CONFIGS", "TRAINABLES", "get_config_class", "get_trainable"]
 
 TRAINABLES = {
     "classifier": "trainables.classifier:train_classifier",
+    "features": "trainables.features:train_features",
+}
+# The config class each registered trainable validates its config with (``from_mapping``, rejecting
+# unknown keys), so that the dry run checks every sampled config before any trial starts.
+CONFIGS = {
+    "classifier": "trainables.classifier:TrialConfig",
+    "features": "trainables.features:FeatureConfig",
 }
 
 
@@ -31,3 +38,11 @@ def get_trainable(name: str) -> Callable:
         return getattr(importlib.import_module(module), function)
     except (ImportError, AttributeError) as error:
         raise ValueError(f"trainable {name!r} cannot be imported: {error}") from None
+
+
+def get_config_class(name: str) -> type | None:
+    """The config class of trainable ``name``, or None for a custom trainable (it checks its own)."""
+    if name not in CONFIGS:
+        return None
+    module, _, attribute = CONFIGS[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)

@@ -39,3 +39,73 @@ def test_mean_and_sample_std_over_seeds():
     assert mean_std([0.9]) == (0.9, 0.0)  # one seed: no spread to report
     mean, std = mean_std([])
     assert math.isnan(mean) and math.isnan(std)
+
+
+def _scratch_classifier(seed: int = 0):
+    import torch
+
+    from trainables.classifier import build_classifier
+
+    torch.manual_seed(seed)
+    config = {"model": "scratch_resnet", "conv_blocks": 1, "base_width": 4, "seed": seed}
+    return build_classifier(config, tuple("abc"))
+
+
+def test_flip_tta_is_the_mean_of_the_image_and_its_mirror():
+    from analysis.retrain import flip_horizontal, tta_probabilities
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 3, 8, 8), dtype=np.uint8)
+    assert (flip_horizontal(images)[..., 0] == images[..., -1]).all()
+    model = _scratch_classifier()
+    plain, mirrored = model.probabilities(images), model.probabilities(images[..., ::-1].copy())
+    assert not np.allclose(plain, mirrored)  # a random net is not flip-invariant: the test can fail
+    np.testing.assert_allclose(tta_probabilities(model.probabilities, images), (plain + mirrored) / 2, atol=1e-6)
+    # Left-right symmetric images: TTA changes nothing.
+    symmetric = np.concatenate([images[..., :4], images[..., :4][..., ::-1]], axis=-1)
+    np.testing.assert_allclose(tta_probabilities(model.probabilities, symmetric), model.probabilities(symmetric), atol=1e-6)
+
+
+def _stored_model(directory, probabilities, tta=None):
+    directory.mkdir(parents=True)
+    np.save(directory / "test_probabilities.npy", probabilities, allow_pickle=False)
+    np.save(directory / "test_probabilities_tta.npy", probabilities if tta is None else tta, allow_pickle=False)
+    return directory
+
+
+def test_an_ensemble_of_identical_models_equals_the_single_model(tmp_path):
+    from analysis.retrain import _test_metrics, ensemble_table
+
+    rng = np.random.default_rng(1)
+    probabilities = rng.dirichlet(np.ones(4), size=40)
+    labels = rng.integers(0, 4, 40)
+    members = [[_stored_model(tmp_path / f"t{i}-seed0", probabilities)] for i in range(3)]
+    table = ensemble_table(members, labels, tta=True)
+    assert table["model"].tolist() == ["single best", "ensemble of top 3 (first seed each)"]
+    single, _, _ = _test_metrics(probabilities, labels, tuple("abcd"))
+    for column in ("test_acc", "test_balanced_acc", "test_loss", "test_acc_tta"):
+        assert table[column].tolist() == pytest.approx([single[column.removesuffix("_tta")]] * 2)
+    assert table["members"].iloc[1] == "t0-seed0 + t1-seed0 + t2-seed0"
+
+
+def test_an_ensemble_averages_probabilities_and_lists_seed_rows(tmp_path):
+    from analysis.retrain import ensemble_table
+
+    labels = np.array([0, 1])
+    # Each model alone gets one of two images right; their average gets both.
+    first = _stored_model(tmp_path / "a-seed0", np.array([[0.9, 0.1], [0.6, 0.4]]))
+    second = _stored_model(tmp_path / "b-seed0", np.array([[0.4, 0.6], [0.1, 0.9]]))
+    seed = _stored_model(tmp_path / "a-seed1", np.array([[0.9, 0.1], [0.6, 0.4]]))
+    table = ensemble_table([[first, seed], [second]], labels).set_index("model")
+    assert table.loc["single best", "test_acc"] == 0.5
+    assert table.loc["ensemble of top 2 (first seed each)", "test_acc"] == 1.0
+    assert table.loc["ensemble of top 2 (first seed each)", "test_loss"] == pytest.approx(-np.log([0.65, 0.65]).mean())
+    assert table.loc["best trial, 2 seeds averaged", "n_models"] == 2
+    assert table.loc["ensemble of top 2 x all seeds (3 models)", "n_models"] == 3
+
+
+def test_ensemble_needs_two_trials(tmp_path):
+    from analysis.retrain import retrain
+
+    (tmp_path / "settings.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"`top_k` must be >= 2, but it is 1"):
+        retrain(tmp_path, top_k=1, ensemble=True)
