@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from trainables._names import did_you_mean
+from trainables.cost import count_parameters, measure_latency_ms
 from trainables.data import TrialData
 from trainables.models import build_model, input_normalization, set_train_mode
 
@@ -161,6 +162,7 @@ def train_classifier(
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     net, normalize, precision = _network(cfg, len(data.classes), device)
+    params, latency_ms = count_parameters(net), None  # costs: count; ms, measured after the first epoch
     train_x = torch.as_tensor(data.train_images).to(device)
     train_y = torch.as_tensor(data.train_labels).to(device)
     val_x = torch.as_tensor(data.val_images).to(device)
@@ -199,6 +201,8 @@ def train_classifier(
         val_loss, val_acc = evaluate(net, normalize, val_x, val_y, precision=precision)
         seconds = time.perf_counter() - started
         train_time += seconds
+        if latency_ms is None:  # once per trial (process); outside the epoch's timings
+            latency_ms = measure_latency_ms(net, normalize(val_x[:1]), autocast=precision.autocast)
         if checkpoints is not None:
             checkpoints.save(
                 {
@@ -224,6 +228,8 @@ def train_classifier(
                 "train_time_s": train_time,
                 "images_per_s": len(train_x) / training_seconds,  # training only, not validation
                 "micro_batch": step.micro_batch,  # below batch_size after out-of-memory errors
+                "params": params,  # parameters of the model (count), frozen ones included
+                "latency_ms": latency_ms,  # median batch-1 inference time on this device (trainables/cost.py)
             }
         )
 
