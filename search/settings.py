@@ -161,7 +161,7 @@ class Settings:
                 f"`metric` is {self.metric!r}, but must be one of {sorted(METRIC_MODES)}"
                 + did_you_mean(self.metric, METRIC_MODES)
             )
-        parse_objectives(self.objectives, self.metric)
+        parse_objectives(self.objectives)
         if self.name and not _NAME_PATTERN.match(self.name):
             raise ValueError(
                 f"`name` is {self.name!r}, but must be one folder name: letters, digits, '.', '_' "
@@ -175,7 +175,7 @@ class Settings:
     @property
     def objective_names(self) -> tuple[str, ...]:
         """The extra objectives, in order; empty for a single-objective search."""
-        return parse_objectives(self.objectives, self.metric)
+        return parse_objectives(self.objectives)
 
     @property
     def objective_modes(self) -> tuple[str, ...]:
@@ -185,7 +185,7 @@ class Settings:
         return dataclasses.asdict(self)
 
 
-def parse_objectives(text: str, metric: str = "") -> tuple[str, ...]:
+def parse_objectives(text: str) -> tuple[str, ...]:
     """``"params, latency_ms"`` as ``("params", "latency_ms")``; ValueError naming a bad name."""
     names = tuple(name.strip() for name in text.split(",")) if text.strip() else ()
     for name in names:
@@ -196,9 +196,7 @@ def parse_objectives(text: str, metric: str = "") -> tuple[str, ...]:
             )
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
-        raise ValueError(f"`objectives` is {text!r}, but names {repeated} more than once; name each objective once")
-    if metric in names:
-        raise ValueError(f"`objectives` is {text!r}, but {metric!r} is the metric already; list only the other objectives")
+        raise ValueError(f"`objectives` is {text!r}, but it names {repeated} more than once; name each objective once")
     return names
 
 
