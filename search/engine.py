@@ -486,7 +486,7 @@ def _searcher(space: SpaceFile, settings: Settings, concurrency: int, storage=No
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objectives = settings.objective_names
-    searcher = _OptunaSearch(
+    searcher = (_MultiObjectiveOptunaSearch if objectives else OptunaSearch)(
         space=SpaceFunction(space.path, space.text),
         # With objectives, a list: Optuna's study gets one direction per objective, and each
         # finished trial's last result gives its values (early-stopped trials included).
@@ -521,13 +521,13 @@ def nsga2_population(trials: int) -> int:
     return max(4, min(50, trials // 4))
 
 
-class _OptunaSearch(OptunaSearch):
+class _MultiObjectiveOptunaSearch(OptunaSearch):
     """Ray's OptunaSearch, telling Optuna FAIL for a multi-objective trial without every value.
 
     Ray's own class tells a list holding None (a trial that ended before reporting a cost), which
     Optuna rejects: the trial would stay RUNNING in the study for good. A diverged trial is FAIL
     too: its accuracy of 0 beside the smallest model's size would put it on the Pareto front, and
-    NSGA-II breeds from the front. Single-objective searches behave exactly as Ray's class.
+    NSGA-II breeds from the front. Single-objective searches use Ray's class itself.
     """
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):

@@ -34,7 +34,7 @@ def test_nsga2_generations_are_sized_to_the_budget(trials, population):
 
 
 def _searcher_for(settings):
-    """The engine's real OptunaSearch on the multi-objective space file (no Ray session needed to ask and tell)."""
+    """The engine's real searcher (Ray's OptunaSearch) on the multi-objective space file (no Ray session needed to ask and tell)."""
     from search.engine import _searcher
     from search.spaces import load_space
     from tests.conftest import REPO
@@ -61,6 +61,7 @@ def test_nsga2_and_single_objective_searchers():
     searcher = _searcher_for(Settings(objectives="params,latency_ms", sampler="nsga2", trials=16))
     assert isinstance(searcher._sampler, optuna.samplers.NSGAIISampler) and len(searcher._ot_study.directions) == 3
     single = _searcher_for(Settings(trials=8))
+    assert type(single).__name__ == "OptunaSearch"  # Ray's own class, as resume.json records it
     assert single.metric == "val_acc" and single._ot_study.direction == StudyDirection.MAXIMIZE
     single.suggest("one")
     single.on_trial_complete("one", result={"val_acc": 0.7})
