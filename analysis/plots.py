@@ -113,8 +113,11 @@ def plot_pareto(board: pd.DataFrame, metric: str, modes: dict[str, str], path: P
         front = compared["pareto"].to_numpy(dtype=bool)
         axes.scatter(x[~front], y[~front], color="0.6", alpha=0.8, label="dominated")
         axes.scatter(x[front], y[front], color="tab:red", zorder=3, label="Pareto front")
+        labels: dict[tuple[float, float], list[str]] = {}  # equal points share one label
         for trial_id, xi, yi in zip(compared.loc[front, "trial_id"], x[front], y[front]):
-            axes.annotate(str(trial_id), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
+            labels.setdefault((xi, yi), []).append(str(trial_id))
+        for (xi, yi), ids in labels.items():
+            axes.annotate(", ".join(ids), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
         if len(x):
             pair = pareto_ranks(list(zip(x, y)), [modes[name], modes[metric]])
             on_pair = sorted((xi, yi) for xi, yi, rank in zip(x, y, pair) if rank == 1)
