@@ -2,17 +2,34 @@
 
 Built from the run directory's files alone (``analysis.records``), so it can be rebuilt at any
 time, during a run, after a crash, or on another machine: ``python -m search leaderboard RUN_DIR``.
+
+A multi-objective run (``objectives`` set, e.g. "params") adds, after ``val_loss``, a column per
+objective (its value at the trial's best epoch by the metric; costs are constant within a trial),
+``pareto`` (True for the trials no other trial beats in every objective at once) and
+``pareto_rank`` (1 for the front, 2 for the front once the first is removed, ...). Only trials with
+every value and a status other than diverged, error or infeasible are compared. Rows are still
+ranked by the metric.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
 from analysis.records import TrialRecord, read_json, read_trials, write_text
 
-__all__ = ["FIXED_COLUMNS", "build_leaderboard", "format_table", "write_leaderboard"]
+__all__ = [
+    "FIXED_COLUMNS",
+    "build_leaderboard",
+    "dominates",
+    "format_table",
+    "objectives_of",
+    "pareto_ranks",
+    "write_leaderboard",
+]
 
 FIXED_COLUMNS = (
     "rank",
@@ -36,11 +53,18 @@ def build_leaderboard(run_dir: Path, sort_by: str | None = None, status: str | N
     """
     settings = read_json(Path(run_dir) / "settings.json")
     metric, mode = settings["metric"], settings["mode"]
+    objectives = objectives_of(settings)
     records = read_trials(run_dir)
-    rows = [_row(record, metric, mode) for record in records]
+    rows = [_row(record, metric, mode, objectives) for record in records]
     params = sorted({key for record in records for key in record.params})
-    columns = list(FIXED_COLUMNS) + [p if p not in FIXED_COLUMNS else f"param_{p}" for p in params]
+    fixed = list(FIXED_COLUMNS)
+    if objectives:
+        at = fixed.index("val_loss") + 1
+        fixed[at:at] = [*objectives, "pareto", "pareto_rank"]
+    columns = fixed + [p if p not in fixed else f"param_{p}" for p in params]
     table = pd.DataFrame(rows, columns=columns)
+    if objectives:
+        _mark_pareto(table, {metric: mode} | objectives)
     key = sort_by or metric
     if key not in table.columns:
         raise ValueError(f"cannot sort by {key!r}: columns are {list(table.columns)}")
@@ -55,7 +79,55 @@ def build_leaderboard(run_dir: Path, sort_by: str | None = None, status: str | N
     return table.reset_index(drop=True)
 
 
-def _row(record: TrialRecord, metric: str, mode: str) -> dict:
+def objectives_of(settings: dict) -> dict[str, str]:
+    """A run's extra objectives with their modes, from its settings.json ({} for one objective)."""
+    from search.settings import OBJECTIVE_MODES, parse_objectives
+
+    return {name: OBJECTIVE_MODES[name] for name in parse_objectives(settings.get("objectives", ""))}
+
+
+def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[str]) -> bool:
+    """True when ``a`` is at least as good as ``b`` in every objective and better in one.
+
+    ``modes`` gives each objective's direction ("max" or "min"). Equal points do not dominate
+    each other, so ties share a front.
+    """
+    better = False
+    for x, y, mode in zip(a, b, modes, strict=True):
+        if mode == "min":
+            x, y = -x, -y
+        if x < y:
+            return False
+        better = better or x > y
+    return better
+
+
+def pareto_ranks(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[int]:
+    """Non-dominated sorting: 1 for the points no other point dominates, 2 for those only rank-1
+    points dominate, and so on (NSGA-II's fronts). Quadratic per front: for leaderboards, not millions."""
+    ranks = [0] * len(points)
+    left = set(range(len(points)))
+    rank = 0
+    while left:
+        rank += 1
+        front = [i for i in left if not any(dominates(points[j], points[i], modes) for j in left if j != i)]
+        for i in front:
+            ranks[i] = rank
+        left -= set(front)
+    return ranks
+
+
+def _mark_pareto(table: pd.DataFrame, modes: dict[str, str]) -> None:
+    names = list(modes)
+    values = table[names].apply(pd.to_numeric, errors="coerce")
+    ok = values.notna().all(axis=1) & values.map(math.isfinite).all(axis=1)
+    ok &= ~table["status"].str.match(r"^(diverged|error|infeasible)")
+    ranks = pareto_ranks(values[ok].to_numpy().tolist(), [modes[n] for n in names])
+    table["pareto_rank"] = pd.Series(ranks, index=table.index[ok], dtype="Int64").reindex(table.index)
+    table["pareto"] = (table["pareto_rank"] == 1).fillna(False).astype(bool)
+
+
+def _row(record: TrialRecord, metric: str, mode: str, objectives: dict[str, str] | None = None) -> dict:
     best = None
     scored = [m for m in record.metrics if m.get(metric) is not None]
     if scored:
@@ -75,6 +147,10 @@ def _row(record: TrialRecord, metric: str, mode: str) -> dict:
         "train_time_s": round(record.metrics[-1].get("train_time_s", 0.0), 2) if record.metrics else 0.0,
         "error": record.status.get("error", ""),
     }
+    for name in objectives or {}:
+        # At the best epoch; a cost is constant within a trial, so any epoch's value stands in.
+        known = [m[name] for m in record.metrics if m.get(name) is not None]
+        row[name] = best[name] if best and best.get(name) is not None else (known[-1] if known else None)
     for key, value in record.params.items():
         row[key if key not in FIXED_COLUMNS else f"param_{key}"] = value
     return row

@@ -11,7 +11,7 @@ import pandas as pd
 
 from analysis.records import read_json, read_trials
 
-__all__ = ["plot_confusion", "plot_importance", "plot_learning_curves", "plot_parameters"]
+__all__ = ["plot_confusion", "plot_importance", "plot_learning_curves", "plot_parameters", "plot_pareto"]
 
 
 def _figure(width: float, height: float):
@@ -73,7 +73,7 @@ def plot_parameters(trials: list[Any], metric: str, path: Path) -> Path:
     for index, name in enumerate(names):
         axes = figure.add_subplot(rows, columns, index + 1)
         having = [t for t in scored if name in t.params]
-        values = [t.value for t in having]
+        values = [t.values[0] for t in having]  # the metric, also in a multi-objective run
         distribution = next((t.distributions[name] for t in trials if name in t.distributions), None)
         if isinstance(distribution, CategoricalDistribution):
             choices = list(distribution.choices)
@@ -89,6 +89,51 @@ def plot_parameters(trials: list[Any], metric: str, path: Path) -> Path:
         axes.set_ylabel(f"best {metric}")
         axes.grid(alpha=0.3)
     figure.suptitle(f"best {metric} of each trial against each searched parameter")
+    return _save(figure, path)
+
+
+def plot_pareto(board: pd.DataFrame, metric: str, modes: dict[str, str], path: Path) -> Path:
+    """The metric against each objective, one panel per objective, from a multi-objective leaderboard.
+
+    Every compared trial is a grey dot; the trials of the Pareto front (the leaderboard's
+    ``pareto``) are coloured and labelled with their trial id; each panel's line is the front of
+    that pair alone (a staircase: what the best metric costs at most in that objective). An
+    objective spanning more than 30x is drawn on a log axis. ``modes`` gives the objectives' and
+    the metric's directions.
+    """
+    from analysis.leaderboard import pareto_ranks
+
+    objectives = [name for name in modes if name != metric]
+    compared = board[board["pareto_rank"].notna()]
+    figure = _figure(5.5 * max(1, len(objectives)), 4.5)
+    for index, name in enumerate(objectives):
+        axes = figure.add_subplot(1, max(1, len(objectives)), index + 1)
+        x = compared[name].astype(float).to_numpy()
+        y = compared[metric].astype(float).to_numpy()
+        front = compared["pareto"].to_numpy(dtype=bool)
+        axes.scatter(x[~front], y[~front], color="0.6", alpha=0.8, label="dominated")
+        axes.scatter(x[front], y[front], color="tab:red", zorder=3, label="Pareto front")
+        labels: dict[tuple[float, float], list[str]] = {}  # equal points share one label
+        for trial_id, xi, yi in zip(compared.loc[front, "trial_id"], x[front], y[front]):
+            labels.setdefault((xi, yi), []).append(str(trial_id))
+        for (xi, yi), ids in labels.items():
+            axes.annotate(", ".join(ids), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
+        if len(x):
+            pair = pareto_ranks(list(zip(x, y)), [modes[name], modes[metric]])
+            on_pair = sorted((xi, yi) for xi, yi, rank in zip(x, y, pair) if rank == 1)
+            axes.plot([p[0] for p in on_pair], [p[1] for p in on_pair], color="tab:red", alpha=0.6,
+                      drawstyle="steps-post" if modes[name] == "min" else "steps-pre")  # fmt: skip
+            positive = x[x > 0]
+            if len(positive) == len(x) and positive.max() / positive.min() > 30:
+                axes.set_xscale("log")
+        better = "lower" if modes[name] == "min" else "higher"
+        axes.set_xlabel(f"{name} ({better} is better)")
+        axes.set_ylabel(f"{metric} at the best epoch")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    figure.suptitle(
+        f"{metric} against {', '.join(objectives)}: {int(compared['pareto'].sum())} of {len(compared)} trials on the Pareto front"
+    )
     return _save(figure, path)
 
 

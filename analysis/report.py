@@ -5,6 +5,8 @@
 Writes into RUN_DIR: ``importance.csv``, ``study.db`` (or the study to ``--study-storage``),
 ``plots/learning_curves.png``, ``plots/parameters.png``, ``plots/importance.png`` and ``report.md``
 (the leaderboard's top rows, the plots, and the test results when ``retrain`` has run).
+A multi-objective run adds ``plots/pareto.png``, the Pareto front's table, and
+``importance_<objective>.csv`` for each further objective.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ __all__ = ["markdown_table", "write_report"]
 
 def write_report(run_dir: Path, storage: str | None = None, top: int = 10) -> Path:
     """Write the analysis files and ``RUN_DIR/report.md``; return the report's path."""
-    from analysis.leaderboard import write_leaderboard
-    from analysis.plots import plot_importance, plot_learning_curves, plot_parameters
+    from analysis.leaderboard import objectives_of, write_leaderboard
+    from analysis.plots import plot_importance, plot_learning_curves, plot_parameters, plot_pareto
     from analysis.study import export_study, frozen_trials, write_importance
 
     run_dir = Path(run_dir)
@@ -39,6 +41,11 @@ def write_report(run_dir: Path, storage: str | None = None, top: int = 10) -> Pa
     plot_learning_curves(run_dir, plots / "learning_curves.png")
     plot_parameters(trials, metric, plots / "parameters.png")
     plot_importance(importance, plots / "importance.png")
+    objectives = objectives_of(settings)
+    pareto_lines: list[str] = []
+    if objectives:
+        plot_pareto(board, metric, {metric: settings["mode"]} | objectives, plots / "pareto.png")
+        pareto_lines = _pareto_section(run_dir, board, metric, objectives)
 
     shown = board.drop(columns=[c for c in ("error",) if c in board and not board[c].astype(bool).any()])
     lines = [
@@ -58,6 +65,7 @@ def write_report(run_dir: Path, storage: str | None = None, top: int = 10) -> Pa
         "",
         "Full table: [leaderboard.csv](leaderboard.csv).",
         "",
+        *pareto_lines,
         "## Learning curves",
         "",
         "![learning curves](plots/learning_curves.png)",
@@ -86,6 +94,31 @@ def write_report(run_dir: Path, storage: str | None = None, top: int = 10) -> Pa
     path = run_dir / "report.md"
     write_text(path, "\n".join(lines))
     return path
+
+
+def _pareto_section(run_dir: Path, board: pd.DataFrame, metric: str, objectives: dict[str, str]) -> list[str]:
+    from analysis.study import write_importance
+
+    front = board[board["pareto"]]
+    columns = ["rank", "trial_id", "status", metric, *objectives, "best_epoch"]
+    columns += [c for c in board.columns[board.columns.get_loc("error") + 1 :]]  # the parameters
+    lines = [
+        f"## Pareto front: {metric} against {', '.join(objectives)}",
+        "",
+        f"{len(front)} of {int(board['pareto_rank'].notna().sum())} compared trials are on the front: no other "
+        f"trial is at least as good in {metric} and every objective and better in one. Diverged, failed and "
+        "unscored trials are not compared. `retrain` tests the winner by "
+        f"`{metric}` (rank 1); `retrain --top-k K` the top K by `{metric}`.",
+        "",
+        "![pareto front](plots/pareto.png)",
+        "",
+        markdown_table(front[[c for c in columns if c in front.columns]]),
+        "",
+    ]
+    for name in objectives:
+        table, path = write_importance(run_dir, objective=name)
+        lines += [f"Parameter importance for `{name}` ([{path.name}]({path.name})):", "", markdown_table(table), ""]
+    return lines
 
 
 def _test_section(run_dir: Path, settings: dict) -> list[str]:

@@ -11,6 +11,11 @@ returns the recorded value and leaves its exact distribution, conditional parame
 One Optuna trial per leaderboard row. A trial with a score is COMPLETE with the value of its best
 epoch (the leaderboard's value), per-epoch scores as intermediate values, and the leaderboard's
 status ("stopped early at epoch 2") as a user attribute; a trial that errored is FAIL.
+
+A multi-objective run (``objectives`` set) becomes a study with one direction per objective: a
+trial's values are the metric at its best epoch and each objective at that epoch, as in the
+leaderboard. A trial lacking a value, and a diverged one (its accuracy of 0 would sit on the
+Pareto front beside the smallest model), is FAIL. Importance is scored for each objective apart.
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ import pandas as pd
 
 from analysis.records import read_json, read_trials, write_text
 
-__all__ = ["IMPORTANCE_COLUMNS", "export_study", "frozen_trials", "parameter_importance", "write_importance"]
+__all__ = [
+    "IMPORTANCE_COLUMNS",
+    "export_study",
+    "frozen_trials",
+    "parameter_importance",
+    "study_directions",
+    "write_importance",
+]
 
 IMPORTANCE_COLUMNS = ("parameter", "importance", "trials_with_parameter", "reason")
 
@@ -37,11 +49,13 @@ def frozen_trials(run_dir: Path) -> tuple[list[Any], dict[str, Any]]:
     import optuna
     from optuna.trial import TrialState, create_trial
 
+    from analysis.leaderboard import objectives_of
     from search.spaces import load_space
 
     run_dir = Path(run_dir)
     settings = read_json(run_dir / "settings.json")
     metric, mode = settings["metric"], settings["mode"]
+    objectives = list(objectives_of(settings))
     space = load_space(run_dir / "space.py")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     replay = optuna.create_study()
@@ -63,12 +77,12 @@ def frozen_trials(run_dir: Path) -> tuple[list[Any], dict[str, Any]]:
             )
         params = {name: record.params[name] for name in asked.params}
         scores = {m["epoch"]: m[metric] for m in record.metrics if m.get(metric) is not None and "epoch" in m}
-        state = TrialState.COMPLETE if scores else TrialState.FAIL
-        best = (max if mode == "max" else min)(scores.values()) if scores else None
+        values = _values(record, metric, mode, objectives) if scores else None
+        state = TrialState.COMPLETE if values else TrialState.FAIL
         trials.append(
             create_trial(
                 state=state,
-                value=best,
+                values=values,
                 params=params,
                 distributions={name: asked.distributions[name] for name in params},
                 intermediate_values=scores,
@@ -84,6 +98,34 @@ def frozen_trials(run_dir: Path) -> tuple[list[Any], dict[str, Any]]:
             )
         )
     return trials, settings
+
+
+def _values(record, metric: str, mode: str, objectives: list[str]) -> list[float] | None:
+    """The metric at the best epoch (ties: the earliest, as in the leaderboard), then each objective
+    at that epoch (or the trial's last value of it: costs are constant); None when one is missing."""
+    scored = [m for m in record.metrics if m.get(metric) is not None and "epoch" in m]
+    sign = 1 if mode == "max" else -1
+    best = max(scored, key=lambda m: (sign * m[metric], -m["epoch"]))
+    if not objectives:
+        return [best[metric]]
+    if record.status.get("status", "").startswith("diverged"):
+        return None
+    values = [best[metric]]
+    for name in objectives:
+        known = [m[name] for m in record.metrics if m.get(name) is not None]
+        value = best.get(name) if best.get(name) is not None else (known[-1] if known else None)
+        if value is None or not math.isfinite(value):
+            return None
+        values.append(value)
+    return values
+
+
+def study_directions(settings: dict) -> list[str]:
+    """Optuna directions of a run's study: the metric's, then each objective's."""
+    from analysis.leaderboard import objectives_of
+
+    modes = [settings["mode"], *objectives_of(settings).values()]
+    return ["maximize" if mode == "max" else "minimize" for mode in modes]
 
 
 def export_study(run_dir: Path, storage: str | None = None) -> tuple[str, str]:
@@ -106,19 +148,26 @@ def export_study(run_dir: Path, storage: str | None = None) -> tuple[str, str]:
             optuna.delete_study(study_name=name, storage=storage)
         except KeyError:
             pass  # nothing to replace
-    study = optuna.create_study(
-        study_name=name, storage=storage, direction="maximize" if settings["mode"] == "max" else "minimize"
-    )
+    study = optuna.create_study(study_name=name, storage=storage, directions=study_directions(settings))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([settings["metric"]])
+        study.set_metric_names(_objective_names(settings))
     study.set_user_attr("run_dir", str(run_dir))
     study.add_trials(trials)
     return storage, name
 
 
-def parameter_importance(run_dir: Path, seed: int = 0) -> pd.DataFrame:
+def _objective_names(settings: dict) -> list[str]:
+    from analysis.leaderboard import objectives_of
+
+    return [settings["metric"], *objectives_of(settings)]
+
+
+def parameter_importance(run_dir: Path, seed: int = 0, objective: str | None = None) -> pd.DataFrame:
     """fANOVA importance of every searched parameter for the run's metric; one row per parameter.
+
+    ``objective`` names another objective of a multi-objective run (e.g. "params") to score
+    importance for it instead.
 
     fANOVA (Optuna's ``FanovaImportanceEvaluator``, seeded) fits a random forest to the scored
     trials' best values and splits its variance among parameters. It needs a value for every
@@ -131,6 +180,11 @@ def parameter_importance(run_dir: Path, seed: int = 0) -> pd.DataFrame:
     from optuna.trial import TrialState
 
     trials, settings = frozen_trials(run_dir)
+    names = _objective_names(settings)
+    objective = objective or settings["metric"]
+    if objective not in names:
+        raise ValueError(f"`objective` is {objective!r}, but this run's objectives are {names}")
+    index = names.index(objective)
     scored = [t for t in trials if t.state == TrialState.COMPLETE]
     every = sorted({name for t in trials for name in t.params})
     counts = {name: sum(name in t.params for t in scored) for name in every}
@@ -141,14 +195,17 @@ def parameter_importance(run_dir: Path, seed: int = 0) -> pd.DataFrame:
     why = ""
     if len(scored) < 2 or not varied:
         why = f"{len(scored)} scored trial(s): fANOVA needs at least 2 with a varied parameter"
-    elif len({t.value for t in scored}) == 1:
-        why = f"all {len(scored)} scored trials have the same {settings['metric']}: no variance to attribute"
+    elif len({t.values[index] for t in scored}) == 1:
+        why = f"all {len(scored)} scored trials have the same {objective}: no variance to attribute"
     else:
-        study = optuna.create_study(direction="maximize" if settings["mode"] == "max" else "minimize")
+        study = optuna.create_study(directions=study_directions(settings))
         study.add_trials(scored)
         try:
             importances = optuna.importance.get_param_importances(
-                study, evaluator=FanovaImportanceEvaluator(seed=seed), params=varied
+                study,
+                evaluator=FanovaImportanceEvaluator(seed=seed),
+                params=varied,
+                target=lambda trial: trial.values[index],  # required for a multi-objective study
             )
         except RuntimeError as error:  # e.g. the forest finds no variance to split
             why = f"fANOVA failed: {error}"
@@ -179,8 +236,9 @@ def parameter_importance(run_dir: Path, seed: int = 0) -> pd.DataFrame:
     return table.sort_values(["importance", "parameter"], ascending=[False, True], na_position="last").reset_index(drop=True)
 
 
-def write_importance(run_dir: Path) -> tuple[pd.DataFrame, Path]:
-    table = parameter_importance(run_dir)
-    path = Path(run_dir) / "importance.csv"
+def write_importance(run_dir: Path, objective: str | None = None) -> tuple[pd.DataFrame, Path]:
+    """``importance.csv`` for the run's metric, or ``importance_<objective>.csv`` for another objective."""
+    table = parameter_importance(run_dir, objective=objective)
+    path = Path(run_dir) / ("importance.csv" if objective is None else f"importance_{objective}.csv")
     write_text(path, table.to_csv(index=False))
     return table, path

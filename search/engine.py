@@ -10,6 +10,10 @@ A trial whose worker or node is lost restarts from its last checkpoint on any no
 ``max_failures`` times; a failure that would only repeat (divergence, out of memory at the
 smallest micro-batch) is not retried. ``gpu_packing="auto"`` measures one training step per
 sampled configuration on a GPU and sets the GPU share of every trial from the largest peak.
+
+With ``objectives`` (e.g. "params"), the search is multi-objective: OptunaSearch's study gets one
+direction per objective, each finished trial's last result gives Optuna its values (TPE or NSGA-II
+then aim at the Pareto front), while ASHA still stops trials on the metric alone.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any, Callable
 import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.search.optuna import OptunaSearch
 
 from analysis.leaderboard import format_table, write_leaderboard
 from analysis.records import append_metrics, trial_dir, write_json, write_text
@@ -279,8 +284,9 @@ def _warm_started_storage(run_dir: Path, settings: Settings) -> Any:
     from analysis.study import frozen_trials
 
     storage = optuna.storages.InMemoryStorage()
-    direction = "maximize" if settings.mode == "max" else "minimize"
-    study = optuna.create_study(storage=storage, study_name=_STUDY, direction=direction)
+    modes = (settings.mode, *settings.objective_modes)  # frozen_trials gives one value per mode
+    directions = ["maximize" if mode == "max" else "minimize" for mode in modes]
+    study = optuna.create_study(storage=storage, study_name=_STUDY, directions=directions)
     study.add_trials(frozen_trials(run_dir)[0])
     return storage
 
@@ -477,26 +483,68 @@ def _fitting_trials(settings: Settings) -> int:
 def _searcher(space: SpaceFile, settings: Settings, concurrency: int, storage=None):
     import optuna
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # TPE starts modelling after a quarter of the budget (at most 10 random trials), and
-    # constant_liar keeps concurrent trials from being proposed on top of each other.
-    if settings.sampler == "random":
-        sampler = optuna.samplers.RandomSampler(seed=settings.seed)
-    else:
-        sampler = optuna.samplers.TPESampler(
-            seed=settings.seed, n_startup_trials=min(10, max(2, settings.trials // 4)), constant_liar=True
-        )
-    searcher = OptunaSearch(
+    objectives = settings.objective_names
+    searcher = (_MultiObjectiveOptunaSearch if objectives else OptunaSearch)(
         space=SpaceFunction(space.path, space.text),
-        metric=settings.metric,
-        mode=settings.mode,
-        sampler=sampler,
+        # With objectives, a list: Optuna's study gets one direction per objective, and each
+        # finished trial's last result gives its values (early-stopped trials included).
+        metric=[settings.metric, *objectives] if objectives else settings.metric,
+        mode=[settings.mode, *settings.objective_modes] if objectives else settings.mode,
+        sampler=_sampler(settings),
         study_name=_STUDY,
         storage=storage,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=concurrency)
+
+
+def _sampler(settings: Settings):
+    import optuna
+
+    if settings.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=settings.seed)
+    if settings.sampler == "nsga2":
+        # Optuna's default population (50) would spend a small budget on one random generation:
+        # about four generations of at least four trials each instead.
+        return optuna.samplers.NSGAIISampler(seed=settings.seed, population_size=nsga2_population(settings.trials))
+    # TPE starts modelling after a quarter of the budget (at most 10 random trials), and
+    # constant_liar keeps concurrent trials from being proposed on top of each other. With several
+    # objectives it splits trials by Pareto rank instead of by value.
+    return optuna.samplers.TPESampler(
+        seed=settings.seed, n_startup_trials=min(10, max(2, settings.trials // 4)), constant_liar=True
+    )
+
+
+def nsga2_population(trials: int) -> int:
+    """NSGA-II's generation size for a budget of ``trials``: a quarter of it, within [4, 50]."""
+    return max(4, min(50, trials // 4))
+
+
+class _MultiObjectiveOptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, telling Optuna FAIL for a multi-objective trial without every value.
+
+    Ray's own class tells a list holding None (a trial that ended before reporting a cost), which
+    Optuna rejects: the trial would stay RUNNING in the study for good. A diverged trial is FAIL
+    too: its accuracy of 0 beside the smallest model's size would put it on the Pareto front, and
+    NSGA-II breeds from the front. Single-objective searches use Ray's class itself.
+    """
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if isinstance(self.metric, list) and trial_id not in self._completed_trials:
+            result = result or {}
+            values = [result.get(name) for name in self.metric]
+            if result.get("diverged") or not all(_finite(v) for v in values):
+                from optuna.trial import TrialState
+
+                self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.FAIL)
+                self._completed_trials.add(trial_id)
+                return
+        super().on_trial_complete(trial_id, result=result, error=error)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _scheduler(settings: Settings):
@@ -814,6 +862,11 @@ def _summary(out, table, path: Path, run_dir: Path, settings: Settings, seconds:
     )
     out(f"top 5 by {settings.metric}:")
     out(format_table(table, rows=5))
+    if settings.objective_names and "pareto" in table:
+        front = table[table["pareto"]]
+        columns = ["rank", "trial_id", settings.metric, *settings.objective_names]
+        out(f"Pareto front of {settings.metric} against {', '.join(settings.objective_names)} ({len(front)} trials):")
+        out(format_table(front[columns]))
     out("")
     out(f"leaderboard: {path}")
     out(f"compare trials: tensorboard --logdir {run_dir}")

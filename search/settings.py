@@ -15,13 +15,30 @@ from typing import Any
 
 from trainables._names import did_you_mean
 
-__all__ = ["GPU_PACKINGS", "METRIC_MODES", "Settings", "convert_settings", "field_types", "settings_from_mapping"]
+__all__ = [
+    "GPU_PACKINGS",
+    "METRIC_MODES",
+    "OBJECTIVE_MODES",
+    "Settings",
+    "convert_settings",
+    "field_types",
+    "parse_objectives",
+    "settings_from_mapping",
+]
 
 # Metrics a trial reports that the search may optimise, with the direction that is better.
 # This table is the only place mode is decided.
 METRIC_MODES = {"val_acc": "max", "val_loss": "min", "val_balanced_acc": "max"}
 
-SAMPLERS = ("tpe", "random")
+# Costs a trial reports that a multi-objective search may trade against the metric
+# (trainables/cost.py), with the direction that is better. Constant within a trial.
+OBJECTIVE_MODES = {
+    "params": "min",  # parameters of the model, a count
+    "latency_ms": "min",  # median batch-1 inference time on the trial's device, milliseconds
+}
+
+# "nsga2" is Optuna's NSGA-II, a genetic algorithm made for multi-objective searches.
+SAMPLERS = ("tpe", "random", "nsga2")
 SCHEDULERS = ("asha", "fifo")
 
 # How trials share GPUs: "fixed" takes gpus_per_trial as given, "auto" measures (search/engine.py).
@@ -54,11 +71,16 @@ class Settings:
     weights: str = "none"
     # The reported metric the search optimises; its mode comes from METRIC_MODES.
     metric: str = "val_acc"
+    # Further objectives, comma-separated names from OBJECTIVE_MODES (e.g. "params" or
+    # "params,latency_ms"): the sampler then searches for the Pareto front of (metric, objectives)
+    # and the leaderboard marks it. Empty: optimise the metric alone. ASHA still stops on the metric.
+    objectives: str = ""
     # How many trials the searcher proposes in all.
     trials: int = 16
     # Epochs a trial trains at most; ASHA's max_t.
     max_epochs: int = 4
-    # "tpe" (Optuna's seeded TPE) or "random" (Optuna's random sampler, a baseline).
+    # "tpe" (Optuna's seeded TPE, multi-objective too), "random" (Optuna's random sampler, a
+    # baseline), or "nsga2" (Optuna's seeded NSGA-II, generations of max(4, min(50, trials // 4))).
     sampler: str = "tpe"
     # "asha" (stop poor trials early) or "fifo" (every trial trains max_epochs, a baseline).
     scheduler: str = "asha"
@@ -139,6 +161,7 @@ class Settings:
                 f"`metric` is {self.metric!r}, but must be one of {sorted(METRIC_MODES)}"
                 + did_you_mean(self.metric, METRIC_MODES)
             )
+        parse_objectives(self.objectives)
         if self.name and not _NAME_PATTERN.match(self.name):
             raise ValueError(
                 f"`name` is {self.name!r}, but must be one folder name: letters, digits, '.', '_' "
@@ -149,8 +172,32 @@ class Settings:
     def mode(self) -> str:
         return METRIC_MODES[self.metric]
 
+    @property
+    def objective_names(self) -> tuple[str, ...]:
+        """The extra objectives, in order; empty for a single-objective search."""
+        return parse_objectives(self.objectives)
+
+    @property
+    def objective_modes(self) -> tuple[str, ...]:
+        return tuple(OBJECTIVE_MODES[name] for name in self.objective_names)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def parse_objectives(text: str) -> tuple[str, ...]:
+    """``"params, latency_ms"`` as ``("params", "latency_ms")``; ValueError naming a bad name."""
+    names = tuple(name.strip() for name in text.split(",")) if text.strip() else ()
+    for name in names:
+        if name not in OBJECTIVE_MODES:
+            raise ValueError(
+                f"`objectives` is {text!r}, but {name!r} is not an objective: names must be among "
+                f"{sorted(OBJECTIVE_MODES)}, comma-separated" + did_you_mean(name, OBJECTIVE_MODES)
+            )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"`objectives` is {text!r}, but it names {repeated} more than once; name each objective once")
+    return names
 
 
 def field_types() -> dict[str, type]:

@@ -39,6 +39,7 @@ from torch import nn
 
 from trainables._names import did_you_mean
 from trainables.augment import Augmentation, epoch_generator, resize_images
+from trainables.cost import count_parameters, measure_latency_ms
 from trainables.data import TrialData
 from trainables.models import backbone_units, build_model, freeze_prefix, input_normalization, set_train_mode
 
@@ -227,6 +228,7 @@ def train_classifier(
 
     num_classes = len(data.classes)
     net, normalize, precision = _network(cfg, num_classes, device)
+    params, latency_ms = count_parameters(net), None  # costs: count; ms, measured after the first epoch
     train_x = _at_trial_size(torch.as_tensor(data.train_images).to(device), cfg)
     train_y = torch.as_tensor(data.train_labels).to(device)
     val_x = _at_trial_size(torch.as_tensor(data.val_images).to(device), cfg)
@@ -267,6 +269,8 @@ def train_classifier(
         schedule.after_epoch(val_loss)
         seconds = time.perf_counter() - started
         train_time += seconds
+        if latency_ms is None:  # once per trial (process); outside the epoch's timings
+            latency_ms = measure_latency_ms(net, normalize(val_x[:1]), autocast=precision.autocast)
         if checkpoints is not None:
             checkpoints.save(
                 {
@@ -293,6 +297,8 @@ def train_classifier(
                 "train_time_s": train_time,
                 "images_per_s": len(train_x) / training_seconds,  # training only, not validation
                 "micro_batch": step.micro_batch,  # below batch_size after out-of-memory errors
+                "params": params,  # parameters of the model (count), frozen ones included
+                "latency_ms": latency_ms,  # median batch-1 inference time on this device (trainables/cost.py)
             }
         )
 

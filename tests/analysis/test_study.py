@@ -1,3 +1,4 @@
+import json
 import math
 
 import optuna
@@ -89,3 +90,31 @@ def test_importance_of_trials_that_all_scored_the_same_is_unscored_with_the_reas
     table = parameter_importance(tmp_path)
     assert set(table["parameter"]) == {"lr", "optimizer", "batch_size"} and table["importance"].isna().all()
     assert table["reason"].str.contains("all 2 scored trials have the same val_acc").all()
+
+
+def _add_costs(run_dir, costs):
+    """Give each trial's every epoch a parameter count, as the classifier reports it."""
+    for trial_id, params in costs.items():
+        path = trial_dir(run_dir, trial_id) / "metrics.jsonl"
+        lines = [json.loads(line) | {"params": params} for line in path.read_text().splitlines()]
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_a_multi_objective_run_exports_one_direction_per_objective(run_dir):
+    write_json(run_dir / "settings.json", {"metric": "val_acc", "mode": "max", "name": "demo", "objectives": "params"})
+    _add_costs(run_dir, {"a": 5000, "b": 100, "c": 50, "d": 300})
+    _trial(run_dir, "f", {"lr": 0.003, "optimizer": "adam", "batch_size": 64}, [0.0], "diverged at epoch 1")
+    _add_costs(run_dir, {"f": 10})
+    trials, _ = frozen_trials(run_dir)
+    by_id = {t.user_attrs["trial_id"]: t for t in trials}
+    assert by_id["a"].values == [0.9, 5000] and by_id["c"].values == [0.2, 50]
+    assert by_id["f"].state == TrialState.FAIL  # diverged: kept off the front
+    url, name = export_study(run_dir)
+    study = optuna.load_study(study_name=name, storage=url)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"] and study.metric_names == ["val_acc", "params"]
+    assert {t.user_attrs["trial_id"] for t in study.best_trials} == {"a", "b", "c"}
+    for objective in (None, "params"):
+        table = parameter_importance(run_dir, objective=objective)
+        assert set(table["parameter"]) == {"lr", "optimizer", "momentum", "batch_size"}
+    with pytest.raises(ValueError, match=r"`objective` is 'latency_ms', but this run's objectives are \['val_acc', 'params'\]"):
+        parameter_importance(run_dir, objective="latency_ms")

@@ -1,6 +1,6 @@
 import pytest
 
-from search.settings import METRIC_MODES, Settings, settings_from_mapping
+from search.settings import METRIC_MODES, OBJECTIVE_MODES, Settings, settings_from_mapping
 
 
 def test_mode_follows_the_metric():
@@ -47,3 +47,26 @@ def test_sampler_and_scheduler_choices_name_the_closest():
 def test_trials_are_retried_after_failures_by_default():
     assert Settings().max_failures == 2 and Settings().gpu_packing == "fixed"
     assert Settings(gpu_packing="auto", gpus_per_trial=1).gpu_packing == "auto"
+
+
+def test_objectives_are_comma_separated_names_with_their_modes():
+    assert Settings().objective_names == () and Settings().objective_modes == ()
+    settings = Settings(objectives=" params , latency_ms")
+    assert settings.objective_names == ("params", "latency_ms") and settings.objective_modes == ("min", "min")
+    assert set(OBJECTIVE_MODES) == {"params", "latency_ms"}
+    assert Settings(sampler="nsga2", objectives="params").sampler == "nsga2"
+
+
+@pytest.mark.parametrize(
+    "objectives, message",
+    [
+        ("param", r"`objectives` is 'param', but 'param' is not an objective.*did you mean 'params'"),
+        ("params,latency", r"'latency' is not an objective: names must be among \['latency_ms', 'params'\]"),
+        ("val_acc", r"'val_acc' is not an objective"),
+        ("params,params", r"it names \['params'\] more than once"),
+        ("params,", r"'' is not an objective"),
+    ],
+)
+def test_bad_objectives_name_the_value_and_the_closest(objectives, message):
+    with pytest.raises(ValueError, match=message):
+        settings_from_mapping({"objectives": objectives}, "test")
