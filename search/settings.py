@@ -52,7 +52,8 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 class Settings:
     # What one trial runs: a name in trainables.TRAINABLES.
     trainable: str = "classifier"
-    # "digits" (offline, ships with scikit-learn), "cifar10", "cifar100", or a directory laid out as
+    # "digits" (offline, ships with scikit-learn), "digits_longtail" (the same, imbalanced 10:1),
+    # "cifar10", "cifar100", or a directory laid out as
     # ImageFolder (one sub-folder of images per class).
     dataset: str = "digits"
     # Fraction of the data set kept (stratified) before splitting; below 1 only for quick smoke runs.

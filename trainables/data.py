@@ -7,6 +7,8 @@ int64 labels, small enough to hold in memory and ship to every trial through Ray
 Sources:
 - ``digits``: scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), shipped with the
   package, so it works offline. Upscaled bilinearly to S x S and repeated to 3 channels.
+- ``digits_longtail``: the same digits, class k cut to 10 ** (-k / 9) of its images (178 of
+  digit 0 down to 18 of digit 9): a deliberately imbalanced set, offline.
 - ``cifar10`` / ``cifar100``: torchvision's loaders; downloaded when online. The official test
   set is kept as the test split.
 - a directory in ImageFolder layout (``root/<class>/<image>``): every readable image, resized
@@ -34,7 +36,10 @@ __all__ = [
     "trial_data",
 ]
 
-DATASETS = ("digits", "cifar10", "cifar100")
+DATASETS = ("digits", "digits_longtail", "cifar10", "cifar100")
+# digits_longtail: class k keeps LONGTAIL_RATIO ** (-k / 9) of its images, so the last class has
+# 1 / LONGTAIL_RATIO as many as the first (about 178 down to 18): an imbalanced set that works offline.
+LONGTAIL_RATIO = 10.0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -75,6 +80,8 @@ def load_dataset(name: str, image_size: int, data_root: str | os.PathLike | None
     """Load ``name`` (see module docstring) resized to ``image_size`` pixels."""
     if name == "digits":
         return _digits(image_size)
+    if name == "digits_longtail":
+        return _long_tail(_digits(image_size), LONGTAIL_RATIO)
     if name in ("cifar10", "cifar100"):
         return _cifar(name, image_size, data_root)
     path = Path(name).expanduser()
@@ -153,6 +160,18 @@ def trial_data(images: ImageSet, split: Split) -> TrialData:
         val_labels=images.labels[split.val],
         classes=images.classes,
     )
+
+
+def _long_tail(images: ImageSet, ratio: float) -> ImageSet:
+    """Keep the first ceil(n_k * ratio ** (-k / (K - 1))) images of class k (in data set order)."""
+    classes = len(images.classes)
+    keep = []
+    for k in range(classes):
+        members = np.flatnonzero(images.labels == k)
+        share = ratio ** (-k / max(1, classes - 1))
+        keep.append(members[: int(np.ceil(len(members) * share))])
+    kept = np.sort(np.concatenate(keep))
+    return ImageSet(images=images.images[kept], labels=images.labels[kept], classes=images.classes)
 
 
 def _digits(image_size: int) -> ImageSet:

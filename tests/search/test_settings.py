@@ -5,7 +5,8 @@ from search.settings import METRIC_MODES, OBJECTIVE_MODES, Settings, settings_fr
 
 def test_mode_follows_the_metric():
     assert Settings(metric="val_acc").mode == "max" and Settings(metric="val_loss").mode == "min"
-    assert set(METRIC_MODES) == {"val_acc", "val_loss"}
+    assert Settings(metric="val_balanced_acc").mode == "max"
+    assert set(METRIC_MODES) == {"val_acc", "val_loss", "val_balanced_acc"}
 
 
 @pytest.mark.parametrize(

@@ -116,3 +116,13 @@ def test_load_image_resizes_the_shorter_side_and_crops_the_centre(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"not an image")
     with pytest.raises(OSError):
         load_image(tmp_path / "broken.png", 10)
+
+
+def test_digits_longtail_is_imbalanced_ten_to_one_and_splits_every_class():
+    images = load_dataset("digits_longtail", 8)
+    counts = np.bincount(images.labels)
+    assert counts[0] == 178 and counts[-1] == 18  # 10 ** (-k / 9) of each class, k = 0..9
+    assert (np.diff(counts) < 0).all()
+    split = split_indices(images.labels, 0.2, 0.2, seed=0)
+    for part in (split.train, split.val, split.test):
+        assert (np.bincount(images.labels[part], minlength=10) >= 3).all()
