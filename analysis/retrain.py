@@ -427,6 +427,8 @@ def _summarize(models: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
             "trial_id": trial_id,
             "val_acc": entry["val_acc"],
             "val_loss": entry["val_loss"],
+            # The imbalanced workflow ranks by it; the test side has test_balanced_acc.
+            "val_balanced_acc": entry.get("val_balanced_acc", float("nan")),
             "best_epoch": int(entry["best_epoch"]),
             "seeds": len(group),
         }
@@ -532,8 +534,14 @@ def format_test_summary(table: pd.DataFrame) -> str:
     lines = []
     for _, row in table.iterrows():
         lines.append(
-            f"trial {row['trial_id']} (rank {row['rank']}): val_acc {row['val_acc']:.4f} | "
-            f"test accuracy {row['test_acc_mean']:.4f} ± {row['test_acc_std']:.4f} over {row['seeds']} seed(s), "
+            f"trial {row['trial_id']} (rank {row['rank']}): val_acc {row['val_acc']:.4f}"
+            + (
+                f", balanced {row['val_balanced_acc']:.4f}"
+                if "val_balanced_acc" in row and not pd.isna(row["val_balanced_acc"])
+                else ""
+            )
+            + " | "
+            + f"test accuracy {row['test_acc_mean']:.4f} ± {row['test_acc_std']:.4f} over {row['seeds']} seed(s), "
             f"balanced {row['test_balanced_acc_mean']:.4f} ± {row['test_balanced_acc_std']:.4f} | "
             f"retrained in {row['retrain_time_s']:.1f} s"
             + (
