@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# The benchmarks import the project from this checkout, installed or not; spawned worker
+# processes inherit the path through PYTHONPATH.
+sys.path.insert(0, str(REPO))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
 
 # From-scratch CNNs of a few sizes: fixed, so the engine and the bare loop train the same things.
 SCRATCH_CONFIGS = [
