@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainables._config import config_from_mapping
 from trainables._names import did_you_mean
 from trainables.augment import Augmentation, epoch_generator, resize_images
 from trainables.cost import count_parameters, measure_latency_ms
@@ -171,22 +172,7 @@ class TrialConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "TrialConfig":
         """Build from a trial's config, rejecting unknown keys and converting numbers."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs = {}
-        for key, value in values.items():
-            if key not in fields:
-                raise ValueError(f"unknown trial parameter {key!r}" + did_you_mean(key, fields))
-            kind = type(fields[key].default)
-            if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-                value = float(value)
-            elif kind is int and isinstance(value, float) and value.is_integer():
-                value = int(value)
-            elif kind is bool and isinstance(value, (int, np.integer)) and value in (0, 1):
-                value = bool(value)
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise TypeError(f"trial parameter {key!r} is {value!r}, but must be {kind.__name__}")
-            kwargs[key] = value
-        return cls(**kwargs)
+        return config_from_mapping(cls, values, "trial parameter")
 
 
 def check_against_run(cfg: TrialConfig, max_epochs: int, image_size: int) -> None:

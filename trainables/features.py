@@ -23,7 +23,6 @@ project refuses to load (a crafted pickle runs code). Fitting is deterministic g
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import math
 import os
@@ -35,6 +34,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from trainables._config import config_from_mapping
 from trainables._names import did_you_mean
 from trainables.data import TrialData
 
@@ -111,24 +111,7 @@ class FeatureConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "FeatureConfig":
         """Build from a trial's config, rejecting unknown keys and converting numbers."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs = {}
-        for key, value in values.items():
-            if key not in fields:
-                raise ValueError(f"unknown features trial parameter {key!r}" + did_you_mean(key, fields))
-            kind = type(fields[key].default)
-            if kind is float and isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-                value = float(value)
-            elif kind is int and isinstance(value, (float, np.floating)) and float(value).is_integer():
-                value = int(value)
-            elif kind is int and isinstance(value, np.integer):
-                value = int(value)
-            elif kind is bool and isinstance(value, (int, np.integer)) and value in (0, 1):
-                value = bool(value)
-            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise TypeError(f"features trial parameter {key!r} is {value!r}, but must be {kind.__name__}")
-            kwargs[key] = value
-        return cls(**kwargs)
+        return config_from_mapping(cls, values, "features trial parameter")
 
 
 def train_features(
