@@ -34,6 +34,7 @@ __all__ = [
     "read_json",
     "read_trials",
     "trial_dir",
+    "unfinished_budget",
     "write_json",
     "write_text",
 ]
@@ -105,6 +106,18 @@ def read_trials(run_dir: Path) -> list[TrialRecord]:
         )
     records.sort(key=lambda r: (r.status.get("started_at", ""), r.trial_id))
     return records
+
+
+# Statuses of trials that will not train again (search/engine.py's recorder writes them).
+ENDED_STATUSES = ("completed", "stopped early", "diverged", "error", "infeasible")
+
+
+def unfinished_budget(run_dir: Path) -> int:
+    """How many of the run's budgeted trials have not ended: 0 for a finished search; more after
+    Ctrl-C, a killed driver or a lost cluster (``python -m search resume`` finishes them)."""
+    budget = int(read_json(Path(run_dir) / "settings.json")["trials"])
+    ended = sum(1 for r in read_trials(run_dir) if r.status.get("status", "").startswith(ENDED_STATUSES))
+    return max(0, budget - ended)
 
 
 def _one_per_epoch(metrics: list[dict]) -> list[dict]:

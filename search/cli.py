@@ -162,10 +162,20 @@ def main(argv: list[str] | None = None) -> int:
 
 def _finish_run(run_dir, retrain: bool) -> None:
     """After the search: retrain the winner and test it once (unless --no-retrain), then the report."""
+    from analysis.records import unfinished_budget
     from analysis.report import write_report
     from analysis.retrain import format_test_summary
     from analysis.retrain import retrain as retrain_top
 
+    missing = unfinished_budget(run_dir)
+    if retrain and missing:
+        # Interrupted (Ctrl-C stops Ray Tune gracefully): the winner is not known yet.
+        print(
+            f"\nthe search stopped with {missing} budgeted trial(s) not finished; retraining waits for the "
+            f"finished search: `python -m search resume {run_dir}` completes it and retrains",
+            file=sys.stderr,
+        )
+        retrain = False
     if retrain:
         print("")
         try:

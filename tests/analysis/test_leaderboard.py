@@ -64,3 +64,14 @@ def test_a_torn_metrics_line_is_ignored(run_dir):
     with open(trial_dir(run_dir, "a") / "metrics.jsonl", "a") as file:
         file.write('{"epoch": 4, "val_a')
     assert len(next(r for r in read_trials(run_dir) if r.trial_id == "a").metrics) == 3
+
+
+def test_unfinished_budget_counts_trials_that_have_not_ended(run_dir):
+    from analysis.records import unfinished_budget
+
+    settings = {"metric": "val_acc", "mode": "max", "max_epochs": 3}
+    write_json(run_dir / "settings.json", settings | {"trials": 5})
+    assert unfinished_budget(run_dir) == 0  # completed, stopped early and error trials have ended
+    write_json(run_dir / "settings.json", settings | {"trials": 7})
+    _trial(run_dir, "f", "6", {"lr": 0.3, "optimizer": "sgd"}, [0.4], "running")
+    assert unfinished_budget(run_dir) == 2  # one still running, one never started
