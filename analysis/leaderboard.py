@@ -23,9 +23,11 @@ from analysis.records import TrialRecord, read_json, read_trials, write_text
 
 __all__ = [
     "FIXED_COLUMNS",
+    "best_epoch",
     "build_leaderboard",
     "dominates",
     "format_table",
+    "objective_value",
     "objectives_of",
     "pareto_ranks",
     "write_leaderboard",
@@ -127,15 +129,28 @@ def _mark_pareto(table: pd.DataFrame, modes: dict[str, str]) -> None:
     table["pareto"] = (table["pareto_rank"] == 1).fillna(False).astype(bool)
 
 
-def _row(record: TrialRecord, metric: str, mode: str, objectives: dict[str, str] | None = None) -> dict:
-    best = None
+def best_epoch(record: TrialRecord, metric: str, mode: str) -> dict | None:
+    """The epoch's metrics where ``metric`` was best (ties: the earliest, which reached the same
+    score with less training); None when no epoch reported it."""
     scored = [m for m in record.metrics if m.get(metric) is not None]
-    if scored:
-        # Ties go to the earliest epoch: it reached the same score with less training.
-        if mode == "max":
-            best = max(scored, key=lambda m: (m[metric], -m["epoch"]))
-        else:
-            best = min(scored, key=lambda m: (m[metric], m["epoch"]))
+    if not scored:
+        return None
+    if mode == "max":
+        return max(scored, key=lambda m: (m[metric], -m["epoch"]))
+    return min(scored, key=lambda m: (m[metric], m["epoch"]))
+
+
+def objective_value(record: TrialRecord, best: dict | None, name: str) -> float | None:
+    """Objective ``name`` at the best epoch; a cost is constant within a trial, so when that epoch
+    lacks it, the trial's last reported value stands in. None when never reported."""
+    if best is not None and best.get(name) is not None:
+        return best[name]
+    known = [m[name] for m in record.metrics if m.get(name) is not None]
+    return known[-1] if known else None
+
+
+def _row(record: TrialRecord, metric: str, mode: str, objectives: dict[str, str] | None = None) -> dict:
+    best = best_epoch(record, metric, mode)
     row = {
         "trial_id": record.trial_id,
         "status": record.status.get("status", "running" if record.metrics else "pending"),
@@ -148,9 +163,7 @@ def _row(record: TrialRecord, metric: str, mode: str, objectives: dict[str, str]
         "error": record.status.get("error", ""),
     }
     for name in objectives or {}:
-        # At the best epoch; a cost is constant within a trial, so any epoch's value stands in.
-        known = [m[name] for m in record.metrics if m.get(name) is not None]
-        row[name] = best[name] if best and best.get(name) is not None else (known[-1] if known else None)
+        row[name] = objective_value(record, best, name)
     for key, value in record.params.items():
         row[key if key not in FIXED_COLUMNS else f"param_{key}"] = value
     return row

@@ -273,9 +273,14 @@ def flip_horizontal(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(images)[..., ::-1])
 
 
-def tta_probabilities(probabilities: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
-    """Flip TTA: the mean of the class probabilities of each image and of its mirror image."""
-    return (probabilities(images) + probabilities(flip_horizontal(images))) / 2.0
+def tta_probabilities(
+    probabilities: Callable[[np.ndarray], np.ndarray], images: np.ndarray, plain: np.ndarray | None = None
+) -> np.ndarray:
+    """Flip TTA: the mean of the class probabilities of each image and of its mirror image.
+
+    ``plain``: ``probabilities(images)`` when the caller has it already (not computed twice)."""
+    plain = probabilities(images) if plain is None else plain
+    return (plain + probabilities(flip_horizontal(images))) / 2.0
 
 
 def _stored(directory: Path, trainable: str, config: dict, epochs: int, tta: bool) -> dict | None:
@@ -297,8 +302,9 @@ def _stored(directory: Path, trainable: str, config: dict, epochs: int, tta: boo
 
 def _test_metrics(probabilities: np.ndarray, labels: np.ndarray, classes) -> tuple[dict, np.ndarray, pd.DataFrame]:
     """Accuracy, loss, balanced accuracy and macro F1 of class probabilities; confusion; per class."""
-    picked = probabilities[np.arange(len(labels)), labels]
-    test_loss = float(-np.log(np.clip(picked, 1e-12, None)).mean()) + 0.0  # + 0.0: no "-0.0" in the CSV
+    from trainables.features import log_loss
+
+    test_loss = log_loss(probabilities, labels)
     confusion = confusion_matrix(labels, probabilities.argmax(1), len(classes))
     summary, per_class = classification_metrics(confusion, classes)
     return summary | {"test_loss": test_loss}, confusion, per_class
@@ -363,7 +369,7 @@ def _train_and_test(
         "retrain_time_s": round(train_time, 2),
     }
     if tta:
-        flipped = (probabilities + model.probabilities(flip_horizontal(data.test_images))) / 2.0
+        flipped = tta_probabilities(model.probabilities, data.test_images, plain=probabilities)
         np.save(directory / "test_probabilities_tta.npy", flipped, allow_pickle=False)
         with_tta, _, _ = _test_metrics(flipped, data.test_labels, data.classes)
         metrics |= {f"{key}_tta": with_tta[key] for key in ("test_acc", "test_loss", "test_balanced_acc")}

@@ -101,19 +101,18 @@ def frozen_trials(run_dir: Path) -> tuple[list[Any], dict[str, Any]]:
 
 
 def _values(record, metric: str, mode: str, objectives: list[str]) -> list[float] | None:
-    """The metric at the best epoch (ties: the earliest, as in the leaderboard), then each objective
-    at that epoch (or the trial's last value of it: costs are constant); None when one is missing."""
-    scored = [m for m in record.metrics if m.get(metric) is not None and "epoch" in m]
-    sign = 1 if mode == "max" else -1
-    best = max(scored, key=lambda m: (sign * m[metric], -m["epoch"]))
+    """The metric at the best epoch, then each objective as the leaderboard shows it; None when one
+    is missing, and for a diverged trial of a multi-objective run."""
+    from analysis.leaderboard import best_epoch, objective_value
+
+    best = best_epoch(record, metric, mode)
     if not objectives:
         return [best[metric]]
     if record.status.get("status", "").startswith("diverged"):
         return None
     values = [best[metric]]
     for name in objectives:
-        known = [m[name] for m in record.metrics if m.get(name) is not None]
-        value = best.get(name) if best.get(name) is not None else (known[-1] if known else None)
+        value = objective_value(record, best, name)
         if value is None or not math.isfinite(value):
             return None
         values.append(value)

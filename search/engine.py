@@ -281,11 +281,11 @@ def _warm_started_storage(run_dir: Path, settings: Settings) -> Any:
     """
     import optuna
 
-    from analysis.study import frozen_trials
+    from analysis.study import frozen_trials, study_directions
 
     storage = optuna.storages.InMemoryStorage()
-    modes = (settings.mode, *settings.objective_modes)  # frozen_trials gives one value per mode
-    directions = ["maximize" if mode == "max" else "minimize" for mode in modes]
+    # One direction per value frozen_trials gives: the metric's, then each objective's.
+    directions = study_directions(settings.to_dict() | {"mode": settings.mode})
     study = optuna.create_study(storage=storage, study_name=_STUDY, directions=directions)
     study.add_trials(frozen_trials(run_dir)[0])
     return storage

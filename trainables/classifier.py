@@ -388,6 +388,8 @@ def _at_trial_size(images: torch.Tensor, cfg: TrialConfig) -> torch.Tensor:
 def set_phase(net: nn.Module, cfg: TrialConfig, epoch: int) -> float:
     """Freeze what ``epoch`` of a two-phase schedule trains: in epochs 1..head_epochs the whole
     backbone, after that the first ``frozen_fraction`` of it. Returns the frozen fraction."""
+    if cfg.head_epochs == 0:
+        return cfg.frozen_fraction  # one phase: build_model froze the prefix already
     fraction = 1.0 if epoch <= cfg.head_epochs else cfg.frozen_fraction
     freeze_prefix(net, fraction)
     return fraction

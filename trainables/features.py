@@ -121,7 +121,7 @@ def train_features(
     checkpoints: Any = None,  # unused: one short step, nothing to resume from
 ) -> None:
     """Extract (or load cached) features, fit the classifier on train, report validation once."""
-    from sklearn.metrics import balanced_accuracy_score
+    from trainables.classifier import balanced_accuracy  # the classifier trainable's, the same definition
 
     cfg = FeatureConfig.from_mapping(config)
     started = time.perf_counter()
@@ -134,7 +134,7 @@ def train_features(
             "epoch": 1,
             "val_acc": float((predictions == data.val_labels).mean()),
             "val_loss": log_loss(val, data.val_labels),
-            "val_balanced_acc": float(balanced_accuracy_score(data.val_labels, predictions)),
+            "val_balanced_acc": balanced_accuracy(data.val_labels, predictions, len(data.classes)),
             "train_acc": float((train_predictions == data.train_labels).mean()),
             "train_time_s": time.perf_counter() - started,  # features, fit and validation
             "feature_time_s": model.feature_time_s,  # extracting or loading; near 0 on a cache hit
@@ -145,9 +145,10 @@ def train_features(
 
 
 def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Mean cross-entropy of class probabilities, clipped at 1e-12 like the retrain's test loss."""
+    """Mean cross-entropy of class probabilities, clipped at 1e-12: features trials' val_loss and
+    the retrain's test loss."""
     picked = probabilities[np.arange(len(labels)), np.asarray(labels)]
-    return float(-np.log(np.clip(picked, 1e-12, None)).mean()) + 0.0
+    return float(-np.log(np.clip(picked, 1e-12, None)).mean()) + 0.0  # + 0.0: no "-0.0" in a CSV
 
 
 @dataclass
