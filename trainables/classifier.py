@@ -43,6 +43,7 @@ from trainables.augment import Augmentation, epoch_generator, resize_images
 from trainables.cost import count_parameters, measure_latency_ms
 from trainables.data import TrialData
 from trainables.models import backbone_units, build_model, freeze_prefix, input_normalization, set_train_mode
+from trainables.streaming import device_images, epoch_batches
 
 __all__ = [
     "MIN_MICRO_BATCH",
@@ -215,9 +216,11 @@ def train_classifier(
     num_classes = len(data.classes)
     net, normalize, precision = _network(cfg, num_classes, device)
     params, latency_ms = count_parameters(net), None  # costs: count; ms, measured after the first epoch
-    train_x = _at_trial_size(torch.as_tensor(data.train_images).to(device), cfg)
+    # In memory: both sets as tensors on the device. Streamed: read per batch from the data cache.
+    stream = getattr(data, "loading", "memory") == "stream"
+    train_x = device_images(data.train_images, device, cfg.image_size, stream)
     train_y = torch.as_tensor(data.train_labels).to(device)
-    val_x = _at_trial_size(torch.as_tensor(data.val_images).to(device), cfg)
+    val_x = device_images(data.val_images, device, cfg.image_size, stream)
     val_y = torch.as_tensor(data.val_labels).to(device)
 
     optimizer = _optimizer(cfg, net)
@@ -602,12 +605,11 @@ def _train_epoch(step: _Step, images, labels, cfg: TrialConfig, epoch: int, afte
     augment, augment_generator = Augmentation.from_config(cfg), epoch_generator(cfg.seed, epoch)
     batch = min(cfg.batch_size, len(images))
     total_loss, correct, seen = 0.0, 0, 0
-    for start in range(0, len(images), batch):
-        index = order[start : start + batch]
+    for start, (index, x) in zip(range(0, len(images), batch), epoch_batches(images, order, batch)):
         if len(index) < 2:  # BatchNorm cannot train on a single image
             continue
         try:
-            loss, right = step(augment(images[index], augment_generator), labels[index])
+            loss, right = step(augment(x, augment_generator), labels[index])
         except TrialDiverged as error:
             raise TrialDiverged(f"{error} at epoch {epoch}, step {start // batch}") from None
         if after_step is not None:

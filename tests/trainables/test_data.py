@@ -85,15 +85,14 @@ def test_unknown_dataset_names_the_closest():
         load_dataset("cifar01", 16)
 
 
-def test_cifar_offline_says_how_to_fix_it(tmp_path):
-    from trainables.models import resolve_auto_model
-
-    if resolve_auto_model(timeout_s=2)[1] != "offline":
-        pytest.skip("online: this would download CIFAR-10")
-    import trainables.data as data
-
-    with pytest.raises(DatasetError, match="could not be downloaded"):
-        data._cifar("cifar10", 32, tmp_path)
+@pytest.mark.parametrize("name, archive", [("cifar10", "cifar-10-python.tar.gz"), ("food101", "food-101.tar.gz"),
+                                           ("oxford_pets", "oxford-iiit-pet/images.tar.gz"), ("stl10", "stl10_binary.tar.gz"),
+                                           ("flowers102", "flowers-102/102flowers.tgz")])  # fmt: skip
+def test_a_named_set_offline_says_where_its_archive_goes(tmp_path, monkeypatch, name, archive):
+    monkeypatch.setenv("IMAGE_SEARCH_OFFLINE", "1")  # never downloads, even online
+    with pytest.raises(DatasetError, match="could not be downloaded") as error:
+        load_dataset(name, 32, data_root=tmp_path)
+    assert f"place {archive}" in str(error.value) and str(tmp_path) in str(error.value)
 
 
 def test_a_class_too_small_to_split_is_a_clear_error():

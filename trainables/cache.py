@@ -1,0 +1,382 @@
+"""The decoded-once image cache: uint8 pixels in memory-mapped shards, shared by every trial.
+
+A data set is decoded once (by ``build``'s ``map``: Ray tasks over the cluster's CPUs when the
+engine builds it, a plain serial ``map`` in tests and analysis), and every trial, retrain, predict
+and later run of the same data reads the same files. Layout of ``CACHE_ROOT/<key>/``::
+
+    manifest.json      format, key, what it was built from, image size, classes, image count,
+                       per shard: file, first image, image count, bytes, sha256; content_hash
+    labels.npy         (N,) int64, indices into the classes
+    shard-00000.npy    (n, 3, S, S) uint8 in numpy's .npy format (v1), n <= the chunk size;
+    shard-00001.npy    opened with ``np.load(mmap_mode="r")``, so the OS page cache holds one
+    ...                copy per node for all of its trials
+
+``key`` is a hash of the source, its file list (relative paths, sizes, modification times), the
+stored image size and the preprocessing: any change there is a new cache, never a stale one.
+
+Writes are atomic: a new cache is built in a hidden sibling folder and renamed into place; a
+rebuilt shard is written beside the old one and renamed over it. Builders of one key take an
+exclusive ``flock`` on ``CACHE_ROOT/<key>.lock``: the second waits and then finds the cache ready.
+``open_cache(verify="hash")`` (the driver, once per run) checks every shard's sha256 and rebuilds
+a truncated or corrupted shard; ``verify="size"`` (each trial) checks shapes and sizes only.
+Nothing here imports Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+__all__ = [
+    "CACHE_FORMAT",
+    "CacheError",
+    "CachedImages",
+    "Decoded",
+    "DEFAULT_CACHE",
+    "ImageView",
+    "build_or_open",
+    "cache_key",
+    "check_writable",
+    "open_cache",
+]
+
+CACHE_FORMAT = 1
+# Where caches go unless --data-cache says otherwise (on a cluster: a folder on shared storage).
+DEFAULT_CACHE = "~/.cache/image-search/cache"
+_HASH_BLOCK = 8 * 2**20  # bytes read at a time while hashing a shard
+
+
+class CacheError(ValueError):
+    """A cache directory that cannot be used: not writable, or too little free space."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One chunk's decoded images: what a decode task returns and one shard holds."""
+
+    images: np.ndarray  # (n, 3, S, S) uint8
+    labels: np.ndarray  # (n,) int64
+    skipped: tuple[str, ...] = ()  # "path: error" of files that could not be read
+
+
+def run_chunk(chunk: Callable[[], Decoded]) -> Decoded:
+    """Decode one chunk: the function every ``map`` given to ``build_or_open`` applies."""
+    return chunk()
+
+
+def cache_key(description: dict[str, Any]) -> str:
+    """Hex digest (24 characters) of what a cache's content depends on."""
+    text = json.dumps({"format": CACHE_FORMAT} | description, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def check_writable(root: str | os.PathLike, needed_bytes: int) -> Path:
+    """Create ``root`` if needed and check that ``needed_bytes`` fit; CacheError naming the folder."""
+    root = Path(root).expanduser()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise CacheError(
+            f"data cache directory {str(root)!r} is not writable ({error.strerror or error}); "
+            "choose another with --data-cache DIR"
+        ) from None
+    free = shutil.disk_usage(root).free
+    if needed_bytes > free:
+        raise CacheError(
+            f"data cache directory {str(root)!r} has {free / 2**30:.2f} GiB free, but the decoded images need "
+            f"about {needed_bytes / 2**30:.2f} GiB; free space there or choose another with --data-cache DIR"
+        )
+    return root
+
+
+class CachedImages:
+    """A complete cache as one read-only (N, 3, S, S) uint8 array-like over its memory-mapped shards.
+
+    Indexing with an int, a slice or an index array returns a numpy array (a copy). Pickling keeps
+    only the folder, so a trial receives a path and maps the shards itself.
+    """
+
+    def __init__(self, directory: str | os.PathLike, manifest: dict | None = None):
+        self.directory = Path(directory)
+        self.manifest = manifest if manifest is not None else _read_manifest(self.directory)
+        size = self.manifest["image_size"]
+        self.shape = (self.manifest["count"], 3, size, size)
+        self.dtype = np.dtype(np.uint8)
+        self.starts = np.asarray([s["start"] for s in self.manifest["shards"]] + [self.shape[0]], dtype=np.int64)
+        self._shards: list[np.ndarray | None] = [None] * len(self.manifest["shards"])
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.manifest["classes"])
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape))
+
+    def labels(self) -> np.ndarray:
+        return np.load(self.directory / "labels.npy")
+
+    def shard(self, number: int) -> np.ndarray:
+        if self._shards[number] is None:
+            self._shards[number] = np.load(self.directory / self.manifest["shards"][number]["file"], mmap_mode="r")
+        return self._shards[number]
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            position = int(index) + (len(self) if index < 0 else 0)
+            number = int(np.searchsorted(self.starts, position, side="right") - 1)
+            return np.array(self.shard(number)[position - self.starts[number]])
+        if isinstance(index, slice):
+            return self.gather(np.arange(len(self))[index])
+        return self.gather(np.asarray(index))
+
+    def gather(self, index: np.ndarray) -> np.ndarray:
+        """Images at ``index`` (any order, repeats allowed), read shard by shard."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        out = np.empty((len(index), *self.shape[1:]), dtype=np.uint8)
+        if not len(index):
+            return out
+        numbers = np.searchsorted(self.starts, index, side="right") - 1
+        for number in np.unique(numbers):
+            where = np.flatnonzero(numbers == number)
+            local = index[where] - self.starts[number]
+            order = np.argsort(local, kind="stable")  # ascending reads: sequential on disk
+            out[where[order]] = self.shard(int(number))[local[order]]
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self.gather(np.arange(len(self)))
+        return whole if dtype is None else whole.astype(dtype)
+
+    def __getstate__(self):
+        return {"directory": str(self.directory), "manifest": self.manifest}
+
+    def __setstate__(self, state):
+        self.__init__(state["directory"], state["manifest"])
+
+
+class ImageView:
+    """The images of ``base`` at ``index``, read on demand; pickles as the cache folder and indices."""
+
+    def __init__(self, base: CachedImages, index: np.ndarray):
+        self.base, self.index = base, np.asarray(index, dtype=np.int64)
+        self.shape = (len(self.index), *base.shape[1:])
+        self.dtype = base.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self.base[int(self.index[index])]
+        return self.base.gather(self.index[index])
+
+    def __array__(self, dtype=None, copy=None):
+        whole = self.base.gather(self.index)
+        return whole if dtype is None else whole.astype(dtype)
+
+
+def open_cache(directory: str | os.PathLike, verify: str = "size") -> CachedImages | None:
+    """The cache in ``directory``, or None when it is missing or a shard fails ``verify``
+    ("size": shapes and byte counts, cheap; "hash": every shard's sha256 as well)."""
+    directory = Path(directory)
+    try:
+        manifest = _read_manifest(directory)
+    except (OSError, ValueError, KeyError):
+        return None
+    if _bad_shards(directory, manifest, verify) or not (directory / "labels.npy").is_file():
+        return None
+    return CachedImages(directory, manifest)
+
+
+def build_or_open(
+    root: str | os.PathLike,
+    key: str,
+    chunks: Sequence[Callable[[], Decoded]],
+    description: dict[str, Any],
+    classes: Sequence[str],
+    image_size: int,
+    map: Callable[[Callable, Iterable], Iterable] = map,
+    out: Callable[[str], None] = print,
+    needed_bytes: int = 0,
+) -> CachedImages:
+    """Open cache ``key`` under ``root``, building it from ``chunks`` first if needed.
+
+    Each chunk is a picklable zero-argument callable returning ``Decoded``; chunk i becomes shard i.
+    ``map(run_chunk, chunks)`` decodes them, yielding results in order (the engine passes one
+    backed by Ray tasks). Every shard is verified by its sha256; bad ones are decoded again.
+    """
+    directory = Path(root).expanduser() / key
+    ready = open_cache(directory, verify="hash")
+    if ready is not None:
+        out(f"data cache: reusing {directory} ({len(ready)} images, 0 decoded)")
+        return ready
+    root = check_writable(Path(root).expanduser(), needed_bytes)
+    with _locked(root / f"{key}.lock"):
+        # Another builder may have finished while this one waited for the lock.
+        try:
+            manifest = _read_manifest(directory)
+        except (OSError, ValueError, KeyError):
+            manifest = None
+        if manifest is not None:
+            bad = _bad_shards(directory, manifest, "hash")
+            if not bad and (directory / "labels.npy").is_file():
+                out(f"data cache: reusing {directory} ({manifest['count']} images, 0 decoded)")
+                return CachedImages(directory, manifest)
+            if bad and (directory / "labels.npy").is_file() and len(manifest["shards"]) == len(chunks):
+                _rebuild_shards(directory, manifest, chunks, bad, map, out)
+                return CachedImages(directory, manifest)
+        _build(root, directory, key, chunks, description, classes, image_size, map, out)
+        return CachedImages(directory)
+
+
+def _build(root, directory, key, chunks, description, classes, image_size, map, out) -> None:
+    building = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}.build-"))
+    try:
+        shards, labels, skipped, start = [], [], [], 0
+        for number, decoded in enumerate(map(run_chunk, chunks)):
+            name = f"shard-{number:05d}.npy"
+            digest = _write_array(building / name, _checked(decoded, image_size))
+            shards.append({"file": name, "start": start, "count": len(decoded.labels),
+                           "bytes": (building / name).stat().st_size, "sha256": digest})  # fmt: skip
+            labels.append(np.asarray(decoded.labels, dtype=np.int64))
+            skipped.extend(decoded.skipped)
+            start += len(decoded.labels)
+        labels_array = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
+        _write_array(building / "labels.npy", labels_array)
+        manifest = {
+            "format": CACHE_FORMAT,
+            "key": key,
+            "built_from": description,
+            "image_size": image_size,
+            "classes": list(classes),
+            "count": start,
+            "shards": shards,
+            "skipped": skipped,
+            "content_hash": _content_hash(shards, labels_array),
+        }
+        _write_file(building / "manifest.json", json.dumps(manifest, indent=1, default=str).encode())
+        if directory.exists():  # a cache with a broken manifest or labels: replace it whole
+            broken = directory.with_name(f".{key}.broken-{os.getpid()}")
+            os.replace(directory, broken)
+            shutil.rmtree(broken, ignore_errors=True)
+        os.replace(building, directory)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    out(f"data cache: decoded {start} images into {len(shards)} shard(s) in {directory}"
+        + (f"; {len(skipped)} unreadable file(s) skipped" if skipped else ""))  # fmt: skip
+
+
+def _rebuild_shards(directory: Path, manifest: dict, chunks, bad: list[int], map, out) -> None:
+    labels = np.load(directory / "labels.npy")
+    decoded_all = map(run_chunk, [chunks[number] for number in bad])
+    for number, decoded in zip(bad, decoded_all):
+        entry = manifest["shards"][number]
+        expected = labels[entry["start"] : entry["start"] + entry["count"]]
+        if len(decoded.labels) != entry["count"] or not np.array_equal(decoded.labels, expected):
+            raise RuntimeError(f"shard {entry['file']} of {directory} decodes differently now; delete {directory} to rebuild it")
+        temporary = directory / f".{entry['file']}.{os.getpid()}.tmp"
+        digest = _write_array(temporary, _checked(decoded, manifest["image_size"]))
+        if digest != entry["sha256"]:
+            temporary.unlink(missing_ok=True)
+            raise RuntimeError(f"shard {entry['file']} of {directory} decodes to other pixels now; delete {directory} to rebuild it")
+        os.replace(temporary, directory / entry["file"])
+    out(f"data cache: {len(bad)} truncated or corrupted shard(s) of {directory} decoded again "
+        f"({sum(manifest['shards'][n]['count'] for n in bad)} images): {[manifest['shards'][n]['file'] for n in bad]}")  # fmt: skip
+
+
+def _checked(decoded: Decoded, image_size: int) -> np.ndarray:
+    images = np.ascontiguousarray(decoded.images, dtype=np.uint8)
+    if len(images) and images.shape[1:] != (3, image_size, image_size):
+        raise ValueError(f"a decoded chunk has shape {images.shape}, but the cache stores (n, 3, {image_size}, {image_size})")
+    return images.reshape(len(images), 3, image_size, image_size)
+
+
+def _read_manifest(directory: Path) -> dict:
+    manifest = json.loads((directory / "manifest.json").read_text())
+    if manifest.get("format") != CACHE_FORMAT:
+        raise ValueError(f"cache format {manifest.get('format')} is not {CACHE_FORMAT}")
+    return manifest
+
+
+def _bad_shards(directory: Path, manifest: dict, verify: str) -> list[int]:
+    """Numbers of shards that are missing, truncated, of the wrong shape or (``verify="hash"``) altered."""
+    bad = []
+    size = manifest["image_size"]
+    for number, entry in enumerate(manifest["shards"]):
+        path = directory / entry["file"]
+        try:
+            if path.stat().st_size != entry["bytes"]:
+                raise ValueError("size")
+            array = np.load(path, mmap_mode="r")
+            if array.dtype != np.uint8 or array.shape != (entry["count"], 3, size, size):
+                raise ValueError("shape")
+            del array
+            if verify == "hash" and _file_hash(path) != entry["sha256"]:
+                raise ValueError("hash")
+        except (OSError, ValueError):
+            bad.append(number)
+    return bad
+
+
+def _content_hash(shards: list[dict], labels: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for entry in shards:
+        digest.update(entry["sha256"].encode())
+    digest.update(hashlib.sha256(labels.tobytes()).hexdigest().encode())
+    return digest.hexdigest()
+
+
+def _write_array(path: Path, array: np.ndarray) -> str:
+    """Save ``array`` as .npy at ``path`` (fsynced); return the file's sha256."""
+    with open(path, "wb") as file:
+        np.save(file, array, allow_pickle=False)
+        file.flush()
+        os.fsync(file.fileno())
+    return _file_hash(path)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
