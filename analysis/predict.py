@@ -35,7 +35,11 @@ def predict(run_dir: Path, images: list[str | Path], top: int = 5) -> list[list[
         raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (it has no settings.json)")
     if not images:
         raise ValueError("no image given: pass one or more image files")
+    from trainables.data import check_unchanged
+
     image_size = read_json(run_dir / "settings.json")["image_size"]
+    # The winner was chosen on the run's split: refuse when its files changed since (DataChanged).
+    check_unchanged(read_json(run_dir / "split.json"), read_json(run_dir / "settings.json"), str(run_dir / "split.json"))
     batch = []
     for path in images:
         path = Path(path)

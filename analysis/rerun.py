@@ -15,20 +15,46 @@ import numpy as np
 
 from analysis.records import read_json, trial_dir
 
-__all__ = ["load_trial_data", "rerun_trial"]
+__all__ = ["load_run_images", "load_trial_data", "rerun_trial"]
+
+
+def load_run_images(run_dir: Path):
+    """The run's data set as it recorded it: (ImageSet, split.json's contents, data loading).
+
+    Refuses (``trainables.data.DataChanged``, a ValueError) a file-based set whose files were
+    added, removed or changed since the run split it. The images come from the data cache when it
+    is still there (0 decoded), else are decoded again in this process.
+    """
+    from trainables.data import check_unchanged, load_dataset
+
+    settings = read_json(Path(run_dir) / "settings.json")
+    split = read_json(Path(run_dir) / "split.json")
+    check_unchanged(split, settings, where=str(Path(run_dir) / "split.json"))
+    loading = split.get("loading", "memory")
+    images = load_dataset(
+        settings["dataset"],
+        settings["image_size"],
+        data_root=settings.get("data_root") or None,
+        classes=settings.get("classes", ""),
+        cache=settings.get("data_cache") or None,
+        cache_arrays=loading == "stream",
+        out=lambda line: None,
+    )
+    if list(images.classes) != split["classes"]:
+        raise ValueError(
+            f"the classes of data set {settings['dataset']!r} changed since the run: now {list(images.classes)}, "
+            f"recorded {split['classes']} in {Path(run_dir) / 'split.json'}"
+        )
+    return images, split, loading
 
 
 def load_trial_data(run_dir: Path):
     """The run's train and validation images, rebuilt from its settings and recorded split."""
-    from trainables.data import Split, load_dataset, trial_data
+    from trainables.data import Split, trial_data
 
-    settings = read_json(Path(run_dir) / "settings.json")
-    split = read_json(Path(run_dir) / "split.json")
-    images = load_dataset(settings["dataset"], settings["image_size"])
-    if list(images.classes) != split["classes"]:
-        raise ValueError(f"the data set's classes changed since the run: {images.classes} vs {split['classes']}")
+    images, split, loading = load_run_images(run_dir)
     indices = Split(*(np.asarray(split[part], dtype=np.int64) for part in ("train", "val", "test")))
-    return trial_data(images, indices)
+    return trial_data(images, indices, loading=loading)
 
 
 def rerun_trial(run_dir: Path, trial_id: str, epochs: int | None = None) -> list[dict]:

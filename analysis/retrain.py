@@ -112,16 +112,9 @@ def load_final_data(run_dir: Path) -> FinalData:
 
 
 def _load_final_data(run_dir: Path, with_test: bool) -> FinalData:
-    from trainables.data import load_dataset
+    from analysis.rerun import load_run_images
 
-    settings = read_json(Path(run_dir) / "settings.json")
-    split = read_json(Path(run_dir) / "split.json")
-    images = load_dataset(settings["dataset"], settings["image_size"])
-    if list(images.classes) != split["classes"]:
-        raise ValueError(
-            f"the classes of data set {settings['dataset']!r} changed since the run: now {list(images.classes)}, "
-            f"recorded {split['classes']} in {Path(run_dir) / 'split.json'}"
-        )
+    images, split, _ = load_run_images(run_dir)  # refuses files changed since the split
     train = np.union1d(np.asarray(split["train"], dtype=np.int64), np.asarray(split["val"], dtype=np.int64))
     test = np.asarray(split["test"] if with_test else [], dtype=np.int64)
     overlap = np.intersect1d(train, test)

@@ -154,8 +154,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     from search.engine import execute_run
+    from trainables.data import DatasetError
 
-    run_dir = execute_run(prepared)
+    try:
+        run_dir = execute_run(prepared)
+    except DatasetError as error:  # found while decoding into the cache, before any trial started
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     _finish_run(run_dir, retrain=not args.no_retrain)
     return 0
 

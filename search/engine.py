@@ -64,8 +64,9 @@ class PreparedRun:
     run_dir: Path
     settings: Settings
     space: SpaceFile
-    images: Any  # trainables.data.ImageSet
-    split: Any  # trainables.data.Split
+    images: Any  # trainables.data.ImageSet; None until execute_run has opened the data cache
+    split: Any  # trainables.data.Split; None until then
+    source: Any = None  # trainables.data.Source: the data set found and listed, not decoded yet
 
 
 def prepare_run(
@@ -76,7 +77,7 @@ def prepare_run(
     Resolves MODEL "auto", samples the space dry, loads and splits the data set, fetches ImageNet
     weights once. Raises ValueError/TypeError/FileExistsError naming what is wrong.
     """
-    from trainables.data import load_dataset, split_indices
+    from trainables.data import check_cache, resolve_source, split_indices
     from trainables.models import build_model, resolve_auto_model
 
     if settings.model == "auto":
@@ -95,7 +96,35 @@ def prepare_run(
         )
     settings = dataclasses.replace(settings, name=name)
 
-    images = load_dataset(settings.dataset, settings.image_size)
+    # The data set is found, listed and checked here; its images are decoded (by Ray tasks, into
+    # the data cache) once Ray runs, in execute_run.
+    source = resolve_source(settings.dataset, settings.image_size, settings.data_root or None, settings.classes)
+    check_cache(source, settings.data_cache or None, cache_arrays=_loading(settings, source) == "stream")
+    listed = source.array.fixed_test if source.array is not None else None
+    split_indices(source.labels, settings.val_fraction, settings.test_fraction, settings.seed,
+                  data_fraction=settings.data_fraction, fixed_test=listed)  # fmt: skip  (raises if it cannot split)
+    if settings.weights == "imagenet":
+        build_model(settings.model, len(source.classes), weights="imagenet")  # download once, here
+    return PreparedRun(run_dir=run_dir, settings=settings, space=space, images=None, split=None, source=source)
+
+
+def _loading(settings: Settings, source) -> str:
+    """The run's data loading, "memory" or "stream", from its setting and the size of its pixels."""
+    from trainables.data import choose_loading
+
+    share = settings.data_fraction * (1 - settings.test_fraction)
+    return choose_loading(settings.data_loading, int(source.decoded_bytes() * share))
+
+
+def _open_data(prepared: PreparedRun, out: Callable[[str], None]) -> PreparedRun:
+    """Decode the data set into its cache (Ray tasks over the cluster's CPUs) or reopen it; split it."""
+    from trainables.data import open_source, split_indices
+
+    settings = prepared.settings
+    images = open_source(
+        prepared.source, settings.data_cache or None, decode_map=_ray_map, out=out,
+        cache_arrays=_loading(settings, prepared.source) == "stream",
+    )  # fmt: skip
     split = split_indices(
         images.labels,
         settings.val_fraction,
@@ -104,12 +133,35 @@ def prepare_run(
         data_fraction=settings.data_fraction,
         fixed_test=images.fixed_test,
     )
-    if settings.weights == "imagenet":
-        build_model(settings.model, len(images.classes), weights="imagenet")  # download once, here
-    return PreparedRun(run_dir=run_dir, settings=settings, space=space, images=images, split=split)
+    return dataclasses.replace(prepared, images=images, split=split)
+
+
+def _ray_map(function: Callable, items) -> Any:
+    """``map`` over Ray tasks spread over the cluster's CPUs (one CPU each); results in order, at
+    most two tasks per CPU in flight, so the driver holds a few decoded chunks at a time."""
+    import collections
+
+    task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD", max_retries=2)(function)
+    window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    pending: collections.deque = collections.deque()
+    for item in items:
+        pending.append(task.remote(item))
+        if len(pending) >= window:
+            yield ray.get(pending.popleft())
+    while pending:
+        yield ray.get(pending.popleft())
+
+
+def _cache_record(images) -> dict:
+    manifest = getattr(images.images, "manifest", None)
+    if manifest is None:
+        return {}
+    return {"directory": str(images.images.directory), "content_hash": manifest["content_hash"]}
 
 
 def _write_run_dir(prepared: PreparedRun, out: Callable[[str], None]) -> None:
+    from trainables.data import file_record
+
     run_dir, settings, images, split = prepared.run_dir, prepared.settings, prepared.images, prepared.split
     if run_dir.exists():  # prepare_run allowed it: --overwrite
         shutil.rmtree(run_dir)
@@ -127,7 +179,10 @@ def _write_run_dir(prepared: PreparedRun, out: Callable[[str], None]) -> None:
             "train": split.train,
             "val": split.val,
             "test": split.test,
-        },
+            "loading": _loading(settings, prepared.source),  # how trials read images: memory | stream
+            "cache": _cache_record(images),
+        }
+        | file_record(images),  # file-based sets: each file's relative path and size, and their hash
     )
     write_json(run_dir / "environment.json", _environment())
     out(
@@ -145,9 +200,11 @@ def execute_run(prepared: PreparedRun, out: Callable[[str], None] = print) -> Pa
     """Write the run directory and run the trials. Joins a running Ray session if there is one."""
     from trainables.data import trial_data
 
-    data = trial_data(prepared.images, prepared.split)
     started_ray = _connect(prepared.settings)
     try:
+        if prepared.images is None:
+            prepared = _open_data(prepared, out)
+        data = trial_data(prepared.images, prepared.split, loading=_loading(prepared.settings, prepared.source))
         if prepared.settings.gpu_packing == "auto":
             # Measured before the run directory is written, so settings.json holds the GPU share used.
             prepared = dataclasses.replace(prepared, settings=_pack_gpus(prepared, data, out))

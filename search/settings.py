@@ -16,6 +16,7 @@ from typing import Any
 from trainables._names import did_you_mean
 
 __all__ = [
+    "DATA_LOADINGS",
     "GPU_PACKINGS",
     "METRIC_MODES",
     "OBJECTIVE_MODES",
@@ -44,6 +45,10 @@ SCHEDULERS = ("asha", "fifo")
 # How trials share GPUs: "fixed" takes gpus_per_trial as given, "auto" measures (search/engine.py).
 GPU_PACKINGS = ("fixed", "auto")
 
+# How trials read their images (trainables/streaming.py); "auto" streams from
+# trainables.data.AUTO_STREAM_BYTES of train + validation pixels.
+DATA_LOADINGS = ("auto", "memory", "stream")
+
 # Run names become folder names under the storage directory: keep them to one safe path segment.
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -53,11 +58,23 @@ class Settings:
     # What one trial runs: a name in trainables.TRAINABLES.
     trainable: str = "classifier"
     # "digits" (offline, ships with scikit-learn), "digits_longtail" (the same, imbalanced 10:1),
-    # "cifar10", "cifar100", or a directory laid out as
-    # ImageFolder (one sub-folder of images per class).
+    # "cifar10", "cifar100", "stl10", "flowers102", "food101", "oxford_pets" (torchvision, downloaded
+    # into data_root), or a directory laid out as ImageFolder (one sub-folder of images per class).
     dataset: str = "digits"
     # Fraction of the data set kept (stratified) before splitting; below 1 only for quick smoke runs.
     data_fraction: float = 1.0
+    # Keep only some classes: a number (the first N in the data set's order, e.g. "10") or
+    # comma-separated class names ("apple_pie,sushi"); empty: every class.
+    classes: str = ""
+    # Where torchvision data sets are downloaded to and read from; empty: ~/.cache/image-search/data.
+    data_root: str = ""
+    # Folder of the decoded-image cache (trainables/cache.py); on a cluster, shared storage.
+    # Empty: ~/.cache/image-search/cache.
+    data_cache: str = ""
+    # How trials read images: "memory" (the whole train and validation sets copied to the trial's
+    # device), "stream" (batches read from the cache's memory-mapped shards by a prefetch thread),
+    # "auto" (stream from trainables.data.AUTO_STREAM_BYTES of train + validation pixels).
+    data_loading: str = "auto"
     # Side of the square images the model sees, in pixels; images are resized once per run.
     image_size: int = 32
     # Shares of the (kept) data set held out for validation and for the final test; the rest trains.
@@ -152,7 +169,8 @@ class Settings:
             round(self.val_fraction + self.test_fraction, 6),
             "< 0.9, so that at least 10% of the data trains",
         )
-        for field, value, choices in (("sampler", self.sampler, SAMPLERS), ("scheduler", self.scheduler, SCHEDULERS)):
+        for field, value, choices in (("sampler", self.sampler, SAMPLERS), ("scheduler", self.scheduler, SCHEDULERS),
+                                      ("data_loading", self.data_loading, DATA_LOADINGS)):  # fmt: skip
             if value not in choices:
                 raise ValueError(
                     f"`{field}` is {value!r}, but must be one of {list(choices)}" + did_you_mean(value, choices)

@@ -673,9 +673,9 @@ def measure_step_memory(config: Mapping[str, Any], data: TrialData) -> int:
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
     net, normalize, precision = _network(cfg, len(data.classes), device)
-    images = torch.as_tensor(data.train_images).to(device)
+    images = torch.as_tensor(np.asarray(data.train_images)).to(device)  # np.asarray: arrays or cache views
     labels = torch.as_tensor(data.train_labels).to(device)
-    val = torch.as_tensor(data.val_images).to(device)
+    val = torch.as_tensor(np.asarray(data.val_images)).to(device)
     batch = min(cfg.batch_size, len(images))
     step = _Step(
         net,

@@ -198,31 +198,9 @@ def open_source(
     """The ImageSet of ``source``: decoded into (or reopened from) the data cache for files."""
     if source.array is not None and not cache_arrays:
         return source.array
-    cache_root = Path(cache or DEFAULT_CACHE).expanduser()
+    cache_root, key, chunks, description = _plan(source, cache)
     if source.array is not None:
-        images = source.array.images
-        chunks = [
-            functools.partial(_array_chunk, images[a : a + CHUNK_IMAGES], source.array.labels[a : a + CHUNK_IMAGES])
-            for a in range(0, source.count, CHUNK_IMAGES)
-        ]
-        description = {"source": source.name, "content": hashlib.sha256(np.ascontiguousarray(images).data).hexdigest(),
-                       "labels": hashlib.sha256(source.array.labels.tobytes()).hexdigest()}  # fmt: skip
         decode_map = map  # the pixels are in this process already
-    else:
-        chunks = [
-            functools.partial(
-                _decode_files,
-                source.root,
-                tuple(e[0] for e in source.entries[a : a + CHUNK_IMAGES]),
-                tuple(e[3] for e in source.entries[a : a + CHUNK_IMAGES]),
-                source.image_size,
-            )
-            for a in range(0, source.count, CHUNK_IMAGES)
-        ]
-        listing = hashlib.sha256(repr([e for e in source.entries]).encode()).hexdigest()
-        description = {"source": str(source.root), "files": listing, "count": source.count}
-    description |= {"image_size": source.image_size, "classes": list(source.classes), "preprocessing": PREPROCESSING}
-    key = cache_key(description)
     try:
         cached = build_or_open(
             cache_root, key, chunks, description, source.classes, source.image_size,
@@ -254,6 +232,60 @@ def open_source(
         files=tuple((e[0], e[1]) for e in source.entries),
         files_root=str(source.root),
     )
+
+
+def _plan(source: Source, cache) -> tuple[Path, str, list, dict]:
+    """Where ``source``'s cache lives, its key, its decode chunks and what the key describes."""
+    cache_root = Path(cache or DEFAULT_CACHE).expanduser()
+    if source.array is not None:
+        images = source.array.images
+        chunks = [
+            functools.partial(_array_chunk, images[a : a + CHUNK_IMAGES], source.array.labels[a : a + CHUNK_IMAGES])
+            for a in range(0, source.count, CHUNK_IMAGES)
+        ]
+        description = {"source": source.name, "content": hashlib.sha256(np.ascontiguousarray(images).data).hexdigest(),
+                       "labels": hashlib.sha256(source.array.labels.tobytes()).hexdigest()}  # fmt: skip
+    else:
+        chunks = [
+            functools.partial(
+                _decode_files,
+                source.root,
+                tuple(e[0] for e in source.entries[a : a + CHUNK_IMAGES]),
+                tuple(e[3] for e in source.entries[a : a + CHUNK_IMAGES]),
+                source.image_size,
+            )
+            for a in range(0, source.count, CHUNK_IMAGES)
+        ]
+        listing = hashlib.sha256(repr([e for e in source.entries]).encode()).hexdigest()
+        description = {"source": str(source.root), "files": listing, "count": source.count}
+    description |= {"image_size": source.image_size, "classes": list(source.classes), "preprocessing": PREPROCESSING}
+    return cache_root, cache_key(description), chunks, description
+
+
+# "auto" data loading streams from this many bytes of train + validation pixels (README, "Data").
+AUTO_STREAM_BYTES = 2**30
+
+
+def choose_loading(mode: str, nbytes: int) -> str:
+    """"memory" or "stream" for data loading ``mode`` and ``nbytes`` of train + validation pixels."""
+    if mode == "auto":
+        return "stream" if nbytes >= AUTO_STREAM_BYTES else "memory"
+    return mode
+
+
+def check_cache(source: Source, cache=None, cache_arrays: bool = False) -> None:
+    """Before anything runs: ``source``'s cache is complete, or its folder takes the decoded
+    images (writable, with room). DatasetError naming the folder otherwise."""
+    if source.array is not None and not cache_arrays:
+        return
+    from trainables.cache import check_writable, open_cache
+
+    cache_root, key, _, _ = _plan(source, cache)
+    if open_cache(cache_root / key, verify="size") is None:
+        try:
+            check_writable(cache_root, int(source.decoded_bytes() * 1.05))
+        except CacheError as error:
+            raise DatasetError(str(error)) from None
 
 
 def _array_chunk(images: np.ndarray, labels: np.ndarray) -> Decoded:
