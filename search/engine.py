@@ -136,12 +136,12 @@ def _open_data(prepared: PreparedRun, out: Callable[[str], None]) -> PreparedRun
     return dataclasses.replace(prepared, images=images, split=split)
 
 
-def _ray_map(function: Callable, items) -> Any:
-    """``map`` over Ray tasks spread over the cluster's CPUs (one CPU each); results in order, at
-    most two tasks per CPU in flight, so the driver holds a few decoded chunks at a time."""
+def _ray_map(function: Callable, items, cpus_per_task: float = 1) -> Any:
+    """``map`` over Ray tasks spread over the cluster's CPUs (``cpus_per_task`` each); results in
+    order, at most two tasks per CPU in flight, so the driver holds a few decoded chunks at a time."""
     import collections
 
-    task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD", max_retries=2)(function)
+    task = ray.remote(num_cpus=cpus_per_task, scheduling_strategy="SPREAD", max_retries=2)(function)
     window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     pending: collections.deque = collections.deque()
     for item in items:

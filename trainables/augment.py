@@ -76,10 +76,12 @@ def crop_rotate_matrices(
     return matrices.float()
 
 
-def warp(images: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+def warp(images: torch.Tensor, matrices: torch.Tensor, size: int = 0) -> torch.Tensor:
     """Resample float ``images`` through affine ``matrices`` (bilinear; reflection at the borders,
-    so a rotated corner shows image content rather than a black wedge)."""
-    grid = F.affine_grid(matrices.to(images.device), list(images.shape), align_corners=False)
+    so a rotated corner shows image content rather than a black wedge), at ``size`` px a side
+    (0: the input's size): a crop of a larger stored image is sampled straight to the output size."""
+    shape = list(images.shape[:2]) + ([size, size] if size else list(images.shape[2:]))
+    grid = F.affine_grid(matrices.to(images.device), shape, align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
@@ -116,6 +118,9 @@ class Augmentation:
     rotation_degrees: float = 0.0  # rotate by a uniform angle in [-d, d] degrees; 0 = off
     crop_scale: float = 1.0  # random resized crop of at least this share of the area; 1 = off
     color_jitter: float = 0.0  # brightness, contrast, saturation factors in [1 - j, 1 + j]; 0 = off
+    # Side in px of the batches it returns (a trial's image_size); 0: the size they come at. Crops
+    # and rotations then read the stored (larger) images and sample them at this size.
+    output_size: int = 0
 
     def __post_init__(self) -> None:
         rules = [
@@ -135,7 +140,15 @@ class Augmentation:
             rotation_degrees=cfg.rotation_degrees,
             crop_scale=cfg.crop_scale,
             color_jitter=cfg.color_jitter,
+            output_size=getattr(cfg, "image_size", 0),
         )
+
+    @property
+    def reads_stored_size(self) -> bool:
+        """Whether batches should come at the stored size: crops or rotations resample them anyway,
+        and sampling the stored image at ``output_size`` keeps its detail (as ImageNet training
+        stores 256 px for 224 px crops)."""
+        return self.output_size > 0 and (self.rotation_degrees > 0 or self.crop_scale < 1)
 
     @property
     def enabled(self) -> bool:
@@ -144,12 +157,15 @@ class Augmentation:
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """One training batch, augmented with draws from ``generator`` (a fixed number per image
         and part, so the stream stays aligned whatever the batch holds)."""
+        size = self.output_size or images.shape[-1]
         if not self.enabled:
-            return images
+            return resize_images(images, size)
         count = len(images)
         x = images.float()
         if self.rotation_degrees > 0 or self.crop_scale < 1:
-            x = warp(x, crop_rotate_matrices(count, self.crop_scale, self.rotation_degrees, generator))
+            x = warp(x, crop_rotate_matrices(count, self.crop_scale, self.rotation_degrees, generator), size)
+        elif x.shape[-1] != size:
+            x = resize_images(x, size)
         if self.hflip:
             x = flip_horizontal(x, torch.rand(count, generator=generator) < 0.5)
         if self.color_jitter > 0:

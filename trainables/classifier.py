@@ -218,7 +218,9 @@ def train_classifier(
     params, latency_ms = count_parameters(net), None  # costs: count; ms, measured after the first epoch
     # In memory: both sets as tensors on the device. Streamed: read per batch from the data cache.
     stream = getattr(data, "loading", "memory") == "stream"
-    train_x = device_images(data.train_images, device, cfg.image_size, stream)
+    # Random crops and rotations read the stored size and sample at image_size (augment.py).
+    stored = Augmentation.from_config(cfg).reads_stored_size
+    train_x = device_images(data.train_images, device, 0 if stored else cfg.image_size, stream)
     train_y = torch.as_tensor(data.train_labels).to(device)
     val_x = device_images(data.val_images, device, cfg.image_size, stream)
     val_y = torch.as_tensor(data.val_labels).to(device)
@@ -362,7 +364,8 @@ def fit_classifier(
     torch.manual_seed(cfg.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net, normalize, precision = _network(cfg, len(classes), device)
-    train_x = _at_trial_size(torch.as_tensor(np.asarray(images)).to(device), cfg)
+    stored = Augmentation.from_config(cfg).reads_stored_size  # crops read the stored size (augment.py)
+    train_x = device_images(images, device, 0 if stored else cfg.image_size, stream=False)
     train_y = torch.as_tensor(np.asarray(labels)).to(device)
     optimizer = _optimizer(cfg, net)
     schedule = _Schedule(cfg, optimizer, steps_per_epoch(len(train_x), cfg.batch_size))

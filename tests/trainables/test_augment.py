@@ -113,3 +113,17 @@ def test_trial_config_builds_its_augmentation():
     cfg = TrialConfig(hflip=True, rotation_degrees=7.0, crop_scale=0.8, color_jitter=0.1)
     assert Augmentation.from_config(cfg) == Augmentation(True, 7.0, 0.8, 0.1)
     assert math.isclose(Augmentation.from_config(TrialConfig()).crop_scale, 1.0)
+
+
+def test_crops_read_the_stored_size_and_leave_at_the_trial_size():
+    stored = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    crop = Augmentation(crop_scale=0.5, output_size=16)
+    assert crop.reads_stored_size and not Augmentation(hflip=True, output_size=16).reads_stored_size
+    out = crop(stored, epoch_generator(0, 1))
+    assert out.shape == (6, 3, 16, 16) and out.dtype == torch.float32
+    # The same crops taken from images first shrunk to 16 px lose the stored detail.
+    shrunk = Augmentation(crop_scale=0.5)(resize_images(stored, 16), epoch_generator(0, 1))
+    assert shrunk.shape == out.shape and not torch.allclose(shrunk, out, atol=1.0)
+    # Without crops or rotations a batch is resized to the output size and augmented there.
+    assert Augmentation(hflip=True, output_size=16)(stored, epoch_generator(0, 1)).shape == (6, 3, 16, 16)
+    assert Augmentation(output_size=16)(stored, epoch_generator(0, 1)).shape == (6, 3, 16, 16)

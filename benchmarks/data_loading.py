@@ -1,0 +1,210 @@
+"""Data loading at real size: the decoded-once cache, streaming against in-memory trials, and the
+private memory of the driver and of one trial, side by side in one run.
+
+    python benchmarks/data_loading.py [--images 20000] [--small 5000] [--workdir /tmp/data-loading-bench]
+
+Data: a generated ImageFolder of ``--images`` JPEGs (10 classes) at mixed sizes (random crops of
+scikit-learn's two sample photos, 80 to 400 px a side, flipped at random), stored at 128 px; the
+``--small`` set is the first images of each class of it (hard links). Everything is generated
+under ``--workdir``, never in the repository. What it prints:
+
+- Cache build, images/s with 1 and 2 decode workers (Ray tasks through the engine's ``_ray_map``;
+  one worker = tasks that each hold both CPUs), on the small set, order 1 2 2 1 1 2.
+- Trial epochs, images/s of a trial's second epoch, streaming (``loading="stream"``) against in
+  memory, on the same data and split, order M S S M M S. Target: streaming >= 0.9x.
+- Peak private memory (RssAnon, sampled every 20 ms) of a driver that builds the cache with Ray
+  tasks, splits it and pickles what the trials get, and of one trial process, at both sizes.
+  Target: going from the small to the large set adds < 15% of the extra decoded size.
+- A second open of the large set's cache: images decoded (target 0) and shards rewritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import statistics
+import threading
+import time
+from pathlib import Path
+
+from _common import REPO  # noqa: F401  (puts this checkout on the import path)
+
+STORED = 128  # px: the size the cache stores
+TRIAL = {"model": "scratch_resnet", "conv_blocks": 2, "base_width": 16, "batch_size": 128, "optimizer": "adam",
+         "lr": 1e-3, "max_epochs": 2, "image_size": 64, "threads": 2, "hflip": True}  # fmt: skip
+
+
+def generate(folder: Path, count: int, classes: int = 10) -> None:
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    if folder.is_dir() and sum(1 for _ in folder.rglob("*.jpg")) == count:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    photos = load_sample_images().images
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        k = i % classes
+        photo = photos[k % 2]
+        h, w = (int(v) for v in rng.integers(80, 400, size=2))
+        y, x = int(rng.integers(0, photo.shape[0] - h)), int(rng.integers(0, photo.shape[1] - w))
+        crop = photo[y : y + h, x : x + w]
+        crop = crop[:, ::-1] if rng.random() < 0.5 else crop
+        target = folder / f"class{k}"
+        target.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.ascontiguousarray(crop)).save(target / f"{i:06d}.jpg", quality=85)
+
+
+def subset(folder: Path, small: Path, count: int, classes: int = 10) -> None:
+    if small.is_dir() and sum(1 for _ in small.rglob("*.jpg")) == count:
+        return
+    shutil.rmtree(small, ignore_errors=True)
+    for k in range(classes):
+        (small / f"class{k}").mkdir(parents=True)
+        for path in sorted((folder / f"class{k}").iterdir())[: count // classes]:
+            os.link(path, small / f"class{k}" / path.name)
+
+
+class PeakAnon:
+    """The peak RssAnon of this process, sampled by a thread."""
+
+    def __init__(self, every_s: float = 0.02):
+        self.peak, self.every_s, self.stop = 0, every_s, threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    @staticmethod
+    def now() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def _sample(self):
+        while not self.stop.is_set():
+            self.peak = max(self.peak, self.now())
+            time.sleep(self.every_s)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, self.now())
+
+
+def driver(folder: str, cache: str, cpus_per_task: float) -> dict:
+    """What the engine's driver does for data: build the cache with Ray tasks, split, pickle the trial data."""
+    import functools
+    import pickle
+
+    import ray
+
+    from search.engine import _ray_map
+    from trainables.data import open_source, resolve_source, split_indices, trial_data
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="error", log_to_driver=False, _node_ip_address="127.0.0.1")
+    lines: list[str] = []
+    try:
+        # Workers started and their imports done before the clock starts, as in a running search.
+        warm = ray.remote(num_cpus=1)(lambda: bool(__import__("trainables.data")))
+        ray.get([warm.remote() for _ in range(2)])
+        with PeakAnon() as memory:
+            started = time.perf_counter()
+            source = resolve_source(folder, STORED)
+            images = open_source(source, cache, decode_map=functools.partial(_ray_map, cpus_per_task=cpus_per_task), out=lines.append)
+            seconds = time.perf_counter() - started
+            split = split_indices(images.labels, 0.2, 0.2, seed=0)
+            shipped = len(pickle.dumps(trial_data(images, split, loading="stream")))
+    finally:
+        ray.shutdown()
+    return {"seconds": seconds, "images": len(images.labels), "peak_anon": memory.peak, "shipped_bytes": shipped, "log": lines}
+
+
+def trial(folder: str, cache: str, loading: str) -> dict:
+    """One trial process: train TRIAL for two epochs; the second epoch's images/s and peak RssAnon."""
+    from trainables.classifier import train_classifier
+    from trainables.data import load_dataset, split_indices, trial_data
+
+    images = load_dataset(folder, STORED, cache=cache, out=lambda line: None)
+    data = trial_data(images, split_indices(images.labels, 0.2, 0.2, seed=0), loading=loading)
+    reports: list[dict] = []
+    with PeakAnon() as memory:
+        train_classifier(TRIAL, data, reports.append)
+    return {"images_per_s": reports[-1]["images_per_s"], "peak_anon": memory.peak}
+
+
+def in_child(function, *args):
+    """Run ``function(*args)`` in a fresh spawned process (its own memory), return its result."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+def spread(values) -> str:
+    return f"min {min(values):.1f} / median {statistics.median(values):.1f} / max {max(values):.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=20_000)
+    parser.add_argument("--small", type=int, default=5_000)
+    parser.add_argument("--workdir", default="/tmp/data-loading-bench")
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    large, small = work / f"folder{args.images}", work / f"folder{args.small}"
+    started = time.perf_counter()
+    generate(large, args.images)
+    subset(large, small, args.small)
+    for path in large.rglob("*.jpg"):  # the files in the page cache for every build alike
+        path.read_bytes()
+    print(f"data: {args.images} and {args.small} JPEGs in {work} (generated/read in {time.perf_counter() - started:.0f} s), stored at {STORED} px")
+
+    builds: dict[int, list[float]] = {1: [], 2: []}
+    for workers in (1, 2, 2, 1, 1, 2):
+        cache = work / "cache-build"
+        shutil.rmtree(cache, ignore_errors=True)
+        result = in_child(driver, str(small), str(cache), 2.0 if workers == 1 else 1.0)
+        builds[workers].append(result["images"] / result["seconds"])
+    print(f"cache build, {args.small} images, images/s: 1 worker {spread(builds[1])}; 2 workers {spread(builds[2])}; "
+          f"ratio of medians {statistics.median(builds[2]) / statistics.median(builds[1]):.2f}")  # fmt: skip
+
+    cache = work / "cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    drivers = {n: in_child(driver, str(folder), str(cache), 1.0) for n, folder in ((args.small, small), (args.images, large))}
+    for n, result in drivers.items():
+        print(f"driver, {n} images: cache built in {result['seconds']:.1f} s ({n / result['seconds']:.0f} images/s, 2 workers), "
+              f"peak RssAnon {result['peak_anon'] / 2**20:.0f} MiB, trial data pickled {result['shipped_bytes'] / 2**10:.0f} KiB")  # fmt: skip
+
+    stamps = {p: p.stat().st_mtime_ns for p in cache.glob("*/shard-*.npy")}
+    again = in_child(driver, str(large), str(cache), 1.0)
+    rewritten = sum(p.stat().st_mtime_ns != t for p, t in stamps.items())
+    print(f"second run on {args.images} images: log {again['log'][-1]!r}; shards rewritten: {rewritten} of {len(stamps)}")
+
+    epochs: dict[str, list[float]] = {"memory": [], "stream": []}
+    peaks: dict[tuple[int, str], int] = {}
+    for loading in ("memory", "stream", "stream", "memory", "memory", "stream"):
+        result = in_child(trial, str(large), str(cache), loading)
+        epochs[loading].append(result["images_per_s"])
+        peaks[(args.images, loading)] = max(peaks.get((args.images, loading), 0), result["peak_anon"])
+    for loading in ("memory", "stream"):
+        peaks[(args.small, loading)] = in_child(trial, str(small), str(cache), loading)["peak_anon"]
+    ratio = statistics.median(epochs["stream"]) / statistics.median(epochs["memory"])
+    print(f"trial epoch, {args.images} images (train {int(args.images * 0.6)}), images/s: in memory {spread(epochs['memory'])}; "
+          f"streaming {spread(epochs['stream'])}; streaming / in memory (medians) {ratio:.2f} (target >= 0.9)")  # fmt: skip
+
+    extra = (args.images - args.small) * 3 * STORED**2
+    for who, values in (("driver", {n: drivers[n]["peak_anon"] for n in drivers}),
+                        ("trial, streaming", {n: peaks[(n, "stream")] for n in (args.small, args.images)}),
+                        ("trial, in memory", {n: peaks[(n, "memory")] for n in (args.small, args.images)})):  # fmt: skip
+        grown = values[args.images] - values[args.small]
+        print(f"peak RssAnon, {who}: {values[args.small] / 2**20:.0f} MiB at {args.small}, {values[args.images] / 2**20:.0f} MiB at "
+              f"{args.images}: +{grown / 2**20:.0f} MiB = {100 * grown / extra:.1f}% of the extra decoded {extra / 2**20:.0f} MiB (target < 15%)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
