@@ -15,7 +15,7 @@ under ``--workdir``, never in the repository. What it prints:
 - Peak private memory (RssAnon, sampled every 20 ms) of a driver that builds the cache with Ray
   tasks, splits it and pickles what the trials get, and of one trial process, at both sizes.
   Target: going from the small to the large set adds < 15% of the extra decoded size.
-- A second open of the large set's cache: images decoded (target 0) and shards rewritten.
+- A second run on the same data (the cache opened again): images decoded (target 0) and shards rewritten.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from pathlib import Path
 from _common import REPO  # noqa: F401  (puts this checkout on the import path)
 
 STORED = 128  # px: the size the cache stores
-TRIAL = {"model": "scratch_resnet", "conv_blocks": 2, "base_width": 16, "batch_size": 128, "optimizer": "adam",
-         "lr": 1e-3, "max_epochs": 2, "image_size": 64, "threads": 2, "hflip": True}  # fmt: skip
+# A trial with random-resized crops: both paths read 128 px images and sample 64 px crops per batch.
+TRIAL = {"model": "scratch_resnet", "conv_blocks": 1, "base_width": 16, "batch_size": 128, "optimizer": "adam",
+         "lr": 1e-3, "max_epochs": 2, "image_size": 64, "threads": 2, "hflip": True, "crop_scale": 0.35}  # fmt: skip
 
 
 def generate(folder: Path, count: int, classes: int = 10) -> None:
@@ -97,32 +98,70 @@ class PeakAnon:
         self.peak = max(self.peak, self.now())
 
 
-def driver(folder: str, cache: str, cpus_per_task: float) -> dict:
-    """What the engine's driver does for data: build the cache with Ray tasks, split, pickle the trial data."""
-    import functools
-    import pickle
-
+def _ray():
     import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="error", log_to_driver=False, _node_ip_address="127.0.0.1")
+    # Workers started and their imports done before any clock starts, as in a running search.
+    def imports() -> bool:
+        import torchvision.transforms.functional  # noqa: F401  (what decoding imports)
+
+        import trainables.data  # noqa: F401
+
+        return True
+
+    ray.get([ray.remote(num_cpus=1)(imports).remote() for _ in range(2)])
+    ray.get(ray.remote(num_cpus=2)(imports).remote())  # the one-worker task shape too
+    return ray
+
+
+def builds(folder: str, cache: str, order: list[int]) -> list[tuple[int, float]]:
+    """Cache builds of ``folder`` from scratch with 1 or 2 decode workers, in ``order``, in one Ray
+    session (one worker: tasks that each hold both CPUs); (workers, images/s) for each."""
+    import functools
+
+    from search.engine import _ray_map
+    from trainables.data import open_source, resolve_source
+
+    ray = _ray()
+    rates = []
+    try:
+        for workers in order:
+            shutil.rmtree(cache, ignore_errors=True)
+            started = time.perf_counter()
+            images = open_source(resolve_source(folder, STORED), cache, out=lambda line: None,
+                                 decode_map=functools.partial(_ray_map, cpus_per_task=2.0 if workers == 1 else 1.0))  # fmt: skip
+            rates.append((workers, len(images.labels) / (time.perf_counter() - started)))
+    finally:
+        ray.shutdown()
+        shutil.rmtree(cache, ignore_errors=True)
+    return rates
+
+
+def driver(folder: str, cache: str) -> dict:
+    """What the engine's driver does for data: build the cache with Ray tasks (2 workers), split,
+    pickle the trial data; then open it again as a second run would."""
+    import pickle
 
     from search.engine import _ray_map
     from trainables.data import open_source, resolve_source, split_indices, trial_data
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="error", log_to_driver=False, _node_ip_address="127.0.0.1")
+    ray = _ray()
     lines: list[str] = []
     try:
-        # Workers started and their imports done before the clock starts, as in a running search.
-        warm = ray.remote(num_cpus=1)(lambda: bool(__import__("trainables.data")))
-        ray.get([warm.remote() for _ in range(2)])
         with PeakAnon() as memory:
             started = time.perf_counter()
-            source = resolve_source(folder, STORED)
-            images = open_source(source, cache, decode_map=functools.partial(_ray_map, cpus_per_task=cpus_per_task), out=lines.append)
+            images = open_source(resolve_source(folder, STORED), cache, decode_map=_ray_map, out=lines.append)
             seconds = time.perf_counter() - started
             split = split_indices(images.labels, 0.2, 0.2, seed=0)
             shipped = len(pickle.dumps(trial_data(images, split, loading="stream")))
+        stamps = {p: p.stat().st_mtime_ns for p in Path(cache).glob("*/shard-*.npy")}
+        open_source(resolve_source(folder, STORED), cache, decode_map=_ray_map, out=lines.append)
+        rewritten = sum(p.stat().st_mtime_ns != t for p, t in stamps.items())
     finally:
         ray.shutdown()
-    return {"seconds": seconds, "images": len(images.labels), "peak_anon": memory.peak, "shipped_bytes": shipped, "log": lines}
+    return {"seconds": seconds, "images": len(images.labels), "peak_anon": memory.peak, "shipped_bytes": shipped,
+            "first_log": lines[0], "second_log": lines[-1], "rewritten": rewritten, "shards": len(stamps)}  # fmt: skip
 
 
 def trial(folder: str, cache: str, loading: str) -> dict:
@@ -164,35 +203,30 @@ def main() -> None:
         path.read_bytes()
     print(f"data: {args.images} and {args.small} JPEGs in {work} (generated/read in {time.perf_counter() - started:.0f} s), stored at {STORED} px")
 
-    builds: dict[int, list[float]] = {1: [], 2: []}
-    for workers in (1, 2, 2, 1, 1, 2):
-        cache = work / "cache-build"
-        shutil.rmtree(cache, ignore_errors=True)
-        result = in_child(driver, str(small), str(cache), 2.0 if workers == 1 else 1.0)
-        builds[workers].append(result["images"] / result["seconds"])
-    print(f"cache build, {args.small} images, images/s: 1 worker {spread(builds[1])}; 2 workers {spread(builds[2])}; "
-          f"ratio of medians {statistics.median(builds[2]) / statistics.median(builds[1]):.2f}")  # fmt: skip
+    builds_by_workers: dict[int, list[float]] = {1: [], 2: []}
+    for workers, rate in in_child(builds, str(small), str(work / "cache-build"), [1, 2, 2, 1, 1, 2]):
+        builds_by_workers[workers].append(rate)
+    one, two = builds_by_workers[1], builds_by_workers[2]
+    print(f"cache build, {args.small} images, images/s: 1 worker {spread(one)}; 2 workers {spread(two)}; "
+          f"ratio of medians {statistics.median(two) / statistics.median(one):.2f}")  # fmt: skip
 
     cache = work / "cache"
     shutil.rmtree(cache, ignore_errors=True)
-    drivers = {n: in_child(driver, str(folder), str(cache), 1.0) for n, folder in ((args.small, small), (args.images, large))}
+    drivers = {n: in_child(driver, str(folder), str(cache / str(n))) for n, folder in ((args.small, small), (args.images, large))}
     for n, result in drivers.items():
         print(f"driver, {n} images: cache built in {result['seconds']:.1f} s ({n / result['seconds']:.0f} images/s, 2 workers), "
               f"peak RssAnon {result['peak_anon'] / 2**20:.0f} MiB, trial data pickled {result['shipped_bytes'] / 2**10:.0f} KiB")  # fmt: skip
-
-    stamps = {p: p.stat().st_mtime_ns for p in cache.glob("*/shard-*.npy")}
-    again = in_child(driver, str(large), str(cache), 1.0)
-    rewritten = sum(p.stat().st_mtime_ns != t for p, t in stamps.items())
-    print(f"second run on {args.images} images: log {again['log'][-1]!r}; shards rewritten: {rewritten} of {len(stamps)}")
+        print(f"  first run: {result['first_log']!r}")
+        print(f"  second run: {result['second_log']!r}; shards rewritten: {result['rewritten']} of {result['shards']}")
 
     epochs: dict[str, list[float]] = {"memory": [], "stream": []}
     peaks: dict[tuple[int, str], int] = {}
     for loading in ("memory", "stream", "stream", "memory", "memory", "stream"):
-        result = in_child(trial, str(large), str(cache), loading)
+        result = in_child(trial, str(large), str(cache / str(args.images)), loading)
         epochs[loading].append(result["images_per_s"])
         peaks[(args.images, loading)] = max(peaks.get((args.images, loading), 0), result["peak_anon"])
     for loading in ("memory", "stream"):
-        peaks[(args.small, loading)] = in_child(trial, str(small), str(cache), loading)["peak_anon"]
+        peaks[(args.small, loading)] = in_child(trial, str(small), str(cache / str(args.small)), loading)["peak_anon"]
     ratio = statistics.median(epochs["stream"]) / statistics.median(epochs["memory"])
     print(f"trial epoch, {args.images} images (train {int(args.images * 0.6)}), images/s: in memory {spread(epochs['memory'])}; "
           f"streaming {spread(epochs['stream'])}; streaming / in memory (medians) {ratio:.2f} (target >= 0.9)")  # fmt: skip

@@ -17,8 +17,9 @@ stored image size and the preprocessing: any change there is a new cache, never 
 Writes are atomic: a new cache is built in a hidden sibling folder and renamed into place; a
 rebuilt shard is written beside the old one and renamed over it. Builders of one key take an
 exclusive ``flock`` on ``CACHE_ROOT/<key>.lock``: the second waits and then finds the cache ready.
-``open_cache(verify="hash")`` (the driver, once per run) checks every shard's sha256 and rebuilds
-a truncated or corrupted shard; ``verify="size"`` (each trial) checks shapes and sizes only.
+``build_or_open`` (the driver, once per run; retrain and predict too) checks every shard's sha256
+and decodes a truncated or corrupted shard again; trials then map the shards it checked.
+``open_cache(verify="size")`` checks shapes and sizes only (cheap: whether a cache is there).
 Nothing here imports Ray.
 """
 
