@@ -32,9 +32,11 @@ from pathlib import Path
 from _common import REPO  # noqa: F401  (puts this checkout on the import path)
 
 STORED = 128  # px: the size the cache stores
-# A trial with random-resized crops: both paths read 128 px images and sample 64 px crops per batch.
+# A trial with random-resized crops: both paths read 128 px images and sample 32 px crops per batch.
 TRIAL = {"model": "scratch_resnet", "conv_blocks": 1, "base_width": 16, "batch_size": 128, "optimizer": "adam",
-         "lr": 1e-3, "max_epochs": 2, "image_size": 64, "threads": 2, "hflip": True, "crop_scale": 0.35}  # fmt: skip
+         "lr": 1e-3, "max_epochs": 2, "image_size": 32, "threads": 2, "hflip": True, "crop_scale": 0.35}  # fmt: skip
+# For the memory figures only: one epoch of 16 px crops (the data path is the same, the compute less).
+MEMORY_TRIAL = TRIAL | {"max_epochs": 1, "image_size": 16}
 
 
 def generate(folder: Path, count: int, classes: int = 10) -> None:
@@ -164,8 +166,8 @@ def driver(folder: str, cache: str) -> dict:
             "first_log": lines[0], "second_log": lines[-1], "rewritten": rewritten, "shards": len(stamps)}  # fmt: skip
 
 
-def trial(folder: str, cache: str, loading: str) -> dict:
-    """One trial process: train TRIAL for two epochs; the second epoch's images/s and peak RssAnon."""
+def trial(folder: str, cache: str, loading: str, config: dict = TRIAL) -> dict:
+    """One trial process: train ``config``; its last epoch's images/s and its peak RssAnon."""
     from trainables.classifier import train_classifier
     from trainables.data import load_dataset, split_indices, trial_data
 
@@ -173,7 +175,7 @@ def trial(folder: str, cache: str, loading: str) -> dict:
     data = trial_data(images, split_indices(images.labels, 0.2, 0.2, seed=0), loading=loading)
     reports: list[dict] = []
     with PeakAnon() as memory:
-        train_classifier(TRIAL, data, reports.append)
+        train_classifier(config, data, reports.append)
     return {"images_per_s": reports[-1]["images_per_s"], "peak_anon": memory.peak}
 
 
@@ -193,9 +195,16 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20_000)
     parser.add_argument("--small", type=int, default=5_000)
     parser.add_argument("--workdir", default="/tmp/data-loading-bench")
+    parser.add_argument("--only", choices=("all", "trials"), default="all",
+                        help="trials: skip generating and building (the caches exist from a full run)")
+    parser.add_argument("--driver-anon-mib", type=int, nargs=2, default=None, metavar=("SMALL", "LARGE"),
+                        help="with --only trials: the driver's peak RssAnon (MiB) that a full run printed")
     args = parser.parse_args()
     work = Path(args.workdir)
     large, small = work / f"folder{args.images}", work / f"folder{args.small}"
+    if args.only == "trials":
+        main_trials(args, work, large, small, {})
+        return
     started = time.perf_counter()
     generate(large, args.images)
     subset(large, small, args.small)
@@ -219,20 +228,27 @@ def main() -> None:
         print(f"  first run: {result['first_log']!r}")
         print(f"  second run: {result['second_log']!r}; shards rewritten: {result['rewritten']} of {result['shards']}")
 
+    main_trials(args, work, large, small, {n: r["peak_anon"] for n, r in drivers.items()})
+
+
+def main_trials(args, work: Path, large: Path, small: Path, driver_anon: dict[int, int]) -> None:
+    cache = work / "cache"
     epochs: dict[str, list[float]] = {"memory": [], "stream": []}
-    peaks: dict[tuple[int, str], int] = {}
     for loading in ("memory", "stream", "stream", "memory", "memory", "stream"):
-        result = in_child(trial, str(large), str(cache / str(args.images)), loading)
-        epochs[loading].append(result["images_per_s"])
-        peaks[(args.images, loading)] = max(peaks.get((args.images, loading), 0), result["peak_anon"])
-    for loading in ("memory", "stream"):
-        peaks[(args.small, loading)] = in_child(trial, str(small), str(cache / str(args.small)), loading)["peak_anon"]
+        epochs[loading].append(in_child(trial, str(small), str(cache / str(args.small)), loading)["images_per_s"])
     ratio = statistics.median(epochs["stream"]) / statistics.median(epochs["memory"])
-    print(f"trial epoch, {args.images} images (train {int(args.images * 0.6)}), images/s: in memory {spread(epochs['memory'])}; "
-          f"streaming {spread(epochs['stream'])}; streaming / in memory (medians) {ratio:.2f} (target >= 0.9)")  # fmt: skip
+    print(f"trial epoch, {args.small} images (train {int(args.small * 0.6)}), 32 px crops of 128 px, images/s: "
+          f"in memory {spread(epochs['memory'])}; streaming {spread(epochs['stream'])}; "
+          f"streaming / in memory (medians) {ratio:.2f} (target >= 0.9)")  # fmt: skip
+    peaks: dict[tuple[int, str], int] = {}
+    for n, folder, loading in ((args.small, small, "memory"), (args.images, large, "stream"), (args.images, large, "memory"),
+                               (args.small, small, "stream")):  # fmt: skip
+        peaks[(n, loading)] = in_child(trial, str(folder), str(cache / str(n)), loading, MEMORY_TRIAL)["peak_anon"]
+    if args.driver_anon_mib:  # --only trials: the driver's figures as the full run printed them
+        driver_anon = {args.small: args.driver_anon_mib[0] * 2**20, args.images: args.driver_anon_mib[1] * 2**20}
 
     extra = (args.images - args.small) * 3 * STORED**2
-    for who, values in (("driver", {n: drivers[n]["peak_anon"] for n in drivers}),
+    for who, values in (("driver", driver_anon),
                         ("trial, streaming", {n: peaks[(n, "stream")] for n in (args.small, args.images)}),
                         ("trial, in memory", {n: peaks[(n, "memory")] for n in (args.small, args.images)})):  # fmt: skip
         grown = values[args.images] - values[args.small]
