@@ -40,6 +40,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from analysis.leaderboard import format_table, write_leaderboard
 from analysis.records import append_metrics, trial_dir, write_json, write_text
+from search.ray_local import init_join, init_local
 from search.settings import Settings
 from search.spaces import SpaceFile, SpaceFunction, dry_run, load_space, trial_defaults
 
@@ -413,23 +414,17 @@ def _check_address(address: str) -> None:
 def _connect(settings: Settings) -> bool:
     """Join ``settings.address`` or an already running session, else start a local one; True if started.
 
-    A local session binds to 127.0.0.1 with the dashboard off: Ray has no authentication of its
-    own on those ports, so nothing of it is reachable from other machines.
+    A local session listens on 127.0.0.1 only, with the dashboard off and token authentication on
+    (search/ray_local.py; tests/test_security.py lists its sockets).
     """
     for key, value in _RAY_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     if ray.is_initialized():
         return False
     if settings.address:
-        ray.init(address=settings.address, logging_level="warning", log_to_driver=False)
+        init_join(settings.address, logging_level="warning", log_to_driver=False)
     else:
-        ray.init(
-            address="local",
-            _node_ip_address="127.0.0.1",
-            include_dashboard=False,
-            logging_level="warning",
-            log_to_driver=False,
-        )
+        init_local(logging_level="warning", log_to_driver=False)
     return True
 
 
