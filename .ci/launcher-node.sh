@@ -41,7 +41,7 @@ fi
 
 # Debian's own sshd (port 22, every interface) must not start when the package is installed.
 mkdir -p /etc/ssh && touch /etc/ssh/sshd_not_to_be_run
-if ! { [ -x /usr/sbin/sshd ] && command -v ssh rsync nc python3.11 >/dev/null; }; then
+if ! { [ -x /usr/sbin/sshd ] && [ -x /usr/bin/python3.11 ] && command -v ssh rsync nc >/dev/null; }; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends openssh-server openssh-client rsync netcat-openbsd \
         python3.11 python3.11-venv >/dev/null
@@ -80,9 +80,11 @@ stop_sshd
 /usr/sbin/sshd -f "$CI_DIR/sshd_config"
 
 # The environment to reuse: a full install of the project's pinned dependencies, once per machine.
-if ! "$ENV_DIR/bin/python" -c "import torch, torchvision, ray, optuna, timm, sklearn" 2>/dev/null; then
+# Debian's interpreter, not root's (pyenv's lies under /root, which the node user cannot enter).
+if ! runuser -u "$NODE_USER" -- "$ENV_DIR/bin/python" -c "import torch, torchvision, ray, optuna, timm, sklearn" 2>/dev/null; then
     started=$(date +%s)
-    python3.11 -m venv "$ENV_DIR"
+    rm -rf "$ENV_DIR"
+    /usr/bin/python3.11 -m venv "$ENV_DIR"
     "$ENV_DIR/bin/python" -c "import tomllib, sys; print(*tomllib.load(open(sys.argv[1], 'rb'))['project']['dependencies'], sep='\n')" \
         "$REPO/pyproject.toml" >"$CI_DIR/requirements.txt"
     "$ENV_DIR/bin/pip" install -q --cache-dir /var/cache/image-search-ci/pip -r "$CI_DIR/requirements.txt"

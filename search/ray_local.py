@@ -16,8 +16,10 @@ Token authentication is switched on explicitly, whatever ``RAY_AUTH_MODE`` says,
 own default does it for a new local session (``authentication_token_setup._enable_token_auth``:
 ``RAY_AUTH_MODE=token`` for this process's cached config and for its children; setting the
 variable alone after Ray is imported leaves this process's config at "disabled", and its GCS
-then refuses the driver). Ray creates ``~/.ray/auth_token`` if there is none. Loopback keeps
-other machines out; the token keeps out other users' processes on this machine.
+then refuses the driver). Ray creates ``~/.ray/auth_token`` if there is none, readable by
+everyone (mode 0644 under the usual umask); ``init_local`` makes a token file of this user
+readable by this user only (0600). Loopback keeps other machines out; the token keeps out other
+users' processes on this machine, as long as they cannot read it.
 
 The private attributes are used in this module only; tests/search/test_ray_local.py pins them.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import Any, Iterator
 
 import ray
@@ -57,6 +60,7 @@ def init_local(**options: Any) -> None:
     authentication_token_setup._enable_token_auth()
     with single_machine_mode():
         ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=False, **options)
+    _keep_token_private()
     node_ip = ray.util.get_node_ip_address()  # this session's node IP (public API)
     if node_ip != LOOPBACK:
         ray.shutdown()
@@ -71,3 +75,18 @@ def init_join(address: str, **options: Any) -> None:
     loopback = address.rpartition(":")[0].strip("[]") in (LOOPBACK, "localhost", "::1")  # what Ray rewrites
     with single_machine_mode() if loopback else contextlib.nullcontext():
         ray.init(address=address, **options)
+
+
+def token_path() -> Path:
+    """The token file Ray reads: ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``."""
+    return Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+
+
+def _keep_token_private() -> None:
+    path = token_path()
+    try:
+        info = path.stat()
+        if info.st_uid == os.getuid() and info.st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:
+        pass  # no token file (RAY_AUTH_TOKEN in the environment), or not ours to change

@@ -131,6 +131,7 @@ def test_ray_up_exec_down_on_loopback_with_the_files_own_commands(node, tmp_path
     try:
         done, _ = _ray(["get-auth-token", "--generate"], env, 60)
         assert done.returncode == 0 and (home / ".ray" / "auth_token").is_file(), done.stderr[-2000:]
+        (home / ".ray" / "auth_token").chmod(0o600)  # as the README says: Ray writes it readable by all
 
         done, timings["ray up"] = _ray(["up", "-y", "--no-config-cache", str(cluster)], env, 900)
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
@@ -152,7 +153,9 @@ def test_ray_up_exec_down_on_loopback_with_the_files_own_commands(node, tmp_path
     assert len(table) == 2 and table["val_acc"].notna().all()
     # The token file_mounts copies is the one the cluster runs with (the node's ~/.ray/auth_token).
     node_home = Path(os.path.expanduser(f"~{NODE_USER}"))
-    assert (node_home / ".ray" / "auth_token").read_text().strip() == (home / ".ray" / "auth_token").read_text().strip()
+    node_token = node_home / ".ray" / "auth_token"
+    assert node_token.read_text().strip() == (home / ".ray" / "auth_token").read_text().strip()
+    assert node_token.stat().st_mode & 0o077 == 0, oct(node_token.stat().st_mode)  # rsync kept it private
     # rsync honoured .gitignore and the .git exclusion: the checkout was copied without them.
     assert (node_home / "image-search" / "search" / "engine.py").is_file()
     assert not (node_home / "image-search" / ".git").exists()

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from search.ray_local import token_path
 from tests.conftest import REPO
 from tests.listening_sockets import is_loopback, tree_listeners
 
@@ -64,6 +65,8 @@ def test_the_cli_local_session_listens_on_loopback_only():
     exposed = {x for x in listeners if not is_loopback(x.ip) and x.process not in DOCUMENTED_EXCEPTIONS}
     assert not exposed, f"listening beyond loopback:\n{_explain(exposed)}\nall:\n{_explain(listeners)}"
     assert session.returncode == 0
+    # The token that protects those ports is readable by this user only.
+    assert token_path().stat().st_mode & 0o077 == 0, oct(token_path().stat().st_mode)
 
 
 def test_the_shared_test_session_is_on_loopback_too(ray_session):
