@@ -226,7 +226,7 @@ def _say_code_runs(run_dir) -> None:
 
     space = Path(run_dir).expanduser().resolve() / "space.py"
     if space.is_file():
-        print(f"executing {space} (a run directory's space file is Python code: open only run directories you trust)")
+        print(f"executing {space} (a run directory's space file is Python code: open only directories you trust)")
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -56,7 +56,7 @@ def single_machine_mode() -> Iterator[None]:
 
 
 def init_local(**options: Any) -> None:
-    """``ray.init`` a new local session whose every server listens on 127.0.0.1 (``options`` as ray.init's)."""
+    """``ray.init`` a new local session whose servers all listen on 127.0.0.1 (``options``: ray.init's)."""
     authentication_token_setup._enable_token_auth()
     with single_machine_mode():
         ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=False, **options)

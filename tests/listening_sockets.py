@@ -31,7 +31,8 @@ class Listener:
 
 def _name(process: psutil.Process) -> str:
     try:
-        name = process.cmdline()[0] if process.name().startswith("python") and process.cmdline() else process.name()
+        cmdline = process.cmdline()
+        name = cmdline[0] if process.name().startswith("python") and cmdline else process.name()
         return name.rsplit("/", 1)[-1]
     except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
         return "?"

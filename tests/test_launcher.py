@@ -81,15 +81,12 @@ def _node_processes() -> list[str]:
 def node():
     reason = _missing()
     if reason:
-        message = f"{reason}: run `sudo bash .ci/launcher-node.sh` first (the SSH server the launcher test needs)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    if _port_busy(6379):
+        reason += ": run `sudo bash .ci/launcher-node.sh` first (the SSH server the launcher test needs)"
+    elif _port_busy(6379):
         # clusters/local.yaml starts the head on --port=6379; the test does not change the file's commands.
-        pytest.fail("port 6379 is taken on this machine; clusters/local.yaml's head needs it") if os.environ.get(
-            "CI"
-        ) == "true" else pytest.skip("port 6379 is taken on this machine; clusters/local.yaml's head needs it")
+        reason = "port 6379 is taken on this machine; clusters/local.yaml's head needs it"
+    if reason:
+        (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(reason)  # CI never skips it silently
     assert not _node_processes(), f"processes of {NODE_USER} before the test: {_node_processes()}"
 
 
@@ -118,11 +115,13 @@ def _ray(args: list[str], env: dict, timeout: float) -> tuple[subprocess.Complet
 def test_ray_up_exec_down_on_loopback_with_the_files_own_commands(node, tmp_path):
     home = tmp_path / "home"  # the laptop's home: ~/.ray/auth_token lives here, root's is not touched
     home.mkdir()
-    shared = Path(tempfile_dir := f"/tmp/image-search-launcher-{os.getpid()}") / "shared"
+    # Not under tmp_path: pytest's base directory is root's only, and the node user must reach this.
+    base = Path(f"/tmp/image-search-launcher-{os.getpid()}")
+    shared = base / "shared"
     shared.mkdir(parents=True)
+    base.chmod(0o755)
     shutil.chown(shared, NODE_USER, NODE_USER)
     shared.chmod(0o755)  # writable by the Ray user only, as the README asks of /shared
-    os.chmod(tempfile_dir, 0o755)
     cluster = _cluster_file(tmp_path, shared)
     env = {**os.environ, "HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("PYTHONPATH", None)
@@ -159,4 +158,4 @@ def test_ray_up_exec_down_on_loopback_with_the_files_own_commands(node, tmp_path
     # rsync honoured .gitignore and the .git exclusion: the checkout was copied without them.
     assert (node_home / "image-search" / "search" / "engine.py").is_file()
     assert not (node_home / "image-search" / ".git").exists()
-    shutil.rmtree(tempfile_dir, ignore_errors=True)
+    shutil.rmtree(base, ignore_errors=True)
