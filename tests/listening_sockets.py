@@ -38,11 +38,11 @@ def _name(process: psutil.Process) -> str:
         return "?"
 
 
-def tree_listeners(root_pid: int) -> set[Listener]:
+def tree_listeners(root_pid: int, children: bool = True) -> set[Listener]:
     """The listening TCP and bound UDP sockets that the process ``root_pid`` and its descendants hold now."""
     try:
         root = psutil.Process(root_pid)
-        processes = [root, *root.children(recursive=True)]
+        processes = [root, *root.children(recursive=True)] if children else [root]
     except psutil.NoSuchProcess:
         return set()
     found = set()

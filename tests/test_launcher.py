@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.listening_sockets import tree_listeners
 
 pytestmark = pytest.mark.slow
 
@@ -134,6 +135,11 @@ def test_ray_up_exec_down_on_loopback_with_the_files_own_commands(node, tmp_path
 
         done, timings["ray up"] = _ray(["up", "-y", "--no-config-cache", str(cluster)], env, 900)
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+        # What the launched head exposes (printed for the record: a cluster node listens beyond loopback).
+        for pid in sorted({p.pid for p in psutil.process_iter(["username"]) if p.info["username"] == NODE_USER}):
+            for listener in sorted(tree_listeners(pid, children=False)):
+                print(f"launched head: {listener}")
 
         search = SEARCH.format(runs=shared / "runs")
         done, timings["ray exec (search)"] = _ray(["exec", str(cluster), search], env, 600)
