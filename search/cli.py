@@ -186,7 +186,7 @@ def _finish_run(run_dir, retrain: bool) -> None:
 
 
 def _prepare(args: argparse.Namespace):
-    from search.engine import prepare_run
+    from search.prepare import prepare_run  # Ray-free: bad input fails before Ray is imported
     from search.spaces import load_space, resolve_settings
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "space", "overwrite", "no_retrain")}
