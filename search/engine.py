@@ -38,7 +38,7 @@ import ray
 from ray import tune
 
 from analysis.leaderboard import format_table, write_leaderboard
-from analysis.records import write_json
+from analysis.records import RunDir, write_json
 from search import _adapter
 from search.gpu_packing import gpu_share, pack_gpus
 from search.prepare import PreparedRun, check_address, prepare_run, write_run_dir
@@ -156,15 +156,8 @@ def resume_run(
 
 
 def read_settings(run_dir: Path) -> Settings:
-    """The resolved settings a run recorded."""
-    from analysis.records import read_json
-    from search.settings import field_types
-
-    path = Path(run_dir) / "settings.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (it has no settings.json)")
-    recorded = read_json(path)
-    return Settings(**{k: v for k, v in recorded.items() if k in field_types()})
+    """The resolved settings a run recorded; FileNotFoundError when ``run_dir`` is not a run directory."""
+    return RunDir.open(run_dir).settings()
 
 
 def _finish(run_dir: Path, settings: Settings, recorder: RunRecorder, out) -> Path:

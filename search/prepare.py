@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from analysis.records import write_json, write_text
+from analysis.records import RunDir, write_json, write_text
 from search.settings import Settings
 from search.spaces import SpaceFile, dry_run
 
@@ -81,7 +81,7 @@ def write_run_dir(prepared: PreparedRun, out: Callable[[str], None]) -> None:
     if run_dir.exists():  # prepare_run allowed it: --overwrite
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    write_json(run_dir / "settings.json", settings.to_dict() | {"mode": settings.mode})
+    RunDir(run_dir).write_settings(settings)
     write_text(run_dir / "space.py", prepared.space.text)
     write_json(
         run_dir / "split.json",

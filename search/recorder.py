@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 from ray import tune
 
-from analysis.records import append_metrics, trial_dir, write_json
+from analysis.leaderboard import best_epoch
+from analysis.records import RunDir, append_metrics, trial_dir, write_json
 from search.settings import Settings
 from search.spaces import trial_defaults
 from search.trial import FINAL_ERROR, INFEASIBLE, REPLAYED, trial_status_from_error
@@ -127,13 +128,13 @@ class RunRecorder(tune.Callback):
         self.writers.pop(trial.trial_id, None)
 
     def _best_of(self, trial) -> dict[str, float]:
-        path = trial_dir(self.run_dir, trial.trial_id) / "metrics.jsonl"
-        rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-        values = [r[self.settings.metric] for r in rows if self.settings.metric in r]
-        if not values:
+        # The run directory's reader: a torn last line is skipped, an epoch repeated after a
+        # restore from a checkpoint counts once.
+        record = RunDir(self.run_dir).trial(trial.trial_id)
+        best = best_epoch(record, self.settings.metric, self.settings.mode) if record else None
+        if best is None:
             return {}
-        best = max(values) if self.settings.mode == "max" else min(values)
-        return {f"best_{self.settings.metric}": best, "epochs": float(len(rows))}
+        return {f"best_{self.settings.metric}": best[self.settings.metric], "epochs": float(len(record.metrics))}
 
     def _status(self, trial, status: str, error: str = "") -> None:
         result = trial.last_result or {}

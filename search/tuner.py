@@ -11,7 +11,7 @@ from typing import Any
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from analysis.records import read_trials, write_json
+from analysis.records import RunDir, read_trials
 from search import _adapter
 from search.ray_session import fitting_trials
 from search.recorder import RunRecorder
@@ -80,7 +80,7 @@ def extend(run_dir: Path, space: SpaceFile, settings: Settings, data, trials: in
     """Run ``trials - settings.trials`` more trials, the sampler warm-started from every finished one."""
     extra = trials - settings.trials
     settings = dataclasses.replace(settings, trials=trials)
-    write_json(run_dir / "settings.json", settings.to_dict() | {"mode": settings.mode})
+    RunDir(run_dir).write_settings(settings)
     records = read_trials(run_dir)
     concurrency = settings.concurrency or fitting_trials(settings)
     out(f"extending {settings.name} by {extra} trials; the sampler starts from {len(records)} finished trials")
