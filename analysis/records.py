@@ -161,7 +161,7 @@ def _read_trial(directory: Path) -> TrialRecord | None:
     )
 
 
-# Statuses of trials that will not train again (search/engine.py's recorder writes them).
+# Statuses of trials that will not train again (search/recorder.py writes them).
 ENDED_STATUSES = ("completed", "stopped early", "diverged", "error", "infeasible")
 
 
