@@ -37,10 +37,10 @@ def ray_session():
     """
     import ray
 
-    from search.ray_local import init_local
+    from search.ray_session import start_local
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    init_local(num_cpus=2, logging_level="warning", log_to_driver=False)
+    start_local(num_cpus=2, logging_level="warning", log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -1,6 +1,6 @@
 """What the local Ray session actually exposes: every listening socket of its processes, measured.
 
-The session is started the way the CLI starts it (``search.engine._connect`` with no address) in
+The session is started the way the CLI starts it (``search.ray_session.connect``, no address) in
 a subprocess; its sockets are those of that subprocess's process tree (Ray's GCS, raylet, agents
 and workers are all descendants of the driver), so other Ray sessions on the machine are not
 counted. The README's "Security" section states what this checks.
@@ -15,17 +15,17 @@ import time
 
 import pytest
 
-from search.ray_local import token_path
+from search.ray_session import token_path
 from tests.conftest import REPO
 from tests.listening_sockets import is_loopback, tree_listeners
 
-# The driver the CLI would be: _connect starts the local session; two tasks start worker processes
+# The driver the CLI would be: connect starts the local session; two tasks start worker processes
 # (each with its own gRPC server, as trial workers have); then it waits until stdin closes.
 _SESSION = """
 import sys, ray
-from search.engine import _connect
+from search.ray_session import connect
 from search.settings import Settings
-assert _connect(Settings())
+assert connect(Settings())
 @ray.remote
 def node_ip():
     return ray.util.get_node_ip_address()
