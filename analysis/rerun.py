@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.records import read_json, trial_dir
+from analysis.records import RunDir, read_json, trial_dir
 
 __all__ = ["load_run_images", "load_trial_data", "rerun_trial"]
 
@@ -27,8 +27,8 @@ def load_run_images(run_dir: Path):
     """
     from trainables.data import check_unchanged, load_dataset
 
-    settings = read_json(Path(run_dir) / "settings.json")
-    split = read_json(Path(run_dir) / "split.json")
+    run = RunDir(Path(run_dir))
+    settings, split = run.settings().to_dict(), run.split()
     check_unchanged(split, settings, where=str(Path(run_dir) / "split.json"))
     loading = split.get("loading", "memory")
     images = load_dataset(

@@ -8,7 +8,7 @@ scikit-learn's two sample photos, 80 to 400 px a side, flipped at random), store
 ``--small`` set is the first images of each class of it (hard links). Everything is generated
 under ``--workdir``, never in the repository. What it prints:
 
-- Cache build, images/s with 1 and 2 decode workers (Ray tasks through the engine's ``_ray_map``;
+- Cache build, images/s with 1 and 2 decode workers (Ray tasks through the engine's ``ray_map``;
   one worker = tasks that each hold both CPUs), on the small set, order 1 2 2 1 1 2.
 - Trial epochs, images/s of a trial's second epoch, streaming (``loading="stream"``) against in
   memory, on the same data and split, order M S S M M S. Target: streaming >= 0.9x.
@@ -122,7 +122,7 @@ def builds(folder: str, cache: str, order: list[int]) -> list[tuple[int, float]]
     session (one worker: tasks that each hold both CPUs); (workers, images/s) for each."""
     import functools
 
-    from search.engine import _ray_map
+    from search.engine import ray_map
     from trainables.data import open_source, resolve_source
 
     ray = _ray()
@@ -132,7 +132,7 @@ def builds(folder: str, cache: str, order: list[int]) -> list[tuple[int, float]]
             shutil.rmtree(cache, ignore_errors=True)
             started = time.perf_counter()
             images = open_source(resolve_source(folder, STORED), cache, out=lambda line: None,
-                                 decode_map=functools.partial(_ray_map, cpus_per_task=2.0 if workers == 1 else 1.0))  # fmt: skip
+                                 decode_map=functools.partial(ray_map, cpus_per_task=2.0 if workers == 1 else 1.0))  # fmt: skip
             rates.append((workers, len(images.labels) / (time.perf_counter() - started)))
     finally:
         ray.shutdown()
@@ -145,7 +145,7 @@ def driver(folder: str, cache: str) -> dict:
     pickle the trial data; then open it again as a second run would."""
     import pickle
 
-    from search.engine import _ray_map
+    from search.engine import ray_map
     from trainables.data import open_source, resolve_source, split_indices, trial_data
 
     ray = _ray()
@@ -153,12 +153,12 @@ def driver(folder: str, cache: str) -> dict:
     try:
         with PeakAnon() as memory:
             started = time.perf_counter()
-            images = open_source(resolve_source(folder, STORED), cache, decode_map=_ray_map, out=lines.append)
+            images = open_source(resolve_source(folder, STORED), cache, decode_map=ray_map, out=lines.append)
             seconds = time.perf_counter() - started
             split = split_indices(images.labels, 0.2, 0.2, seed=0)
             shipped = len(pickle.dumps(trial_data(images, split, loading="stream")))
         stamps = {p: p.stat().st_mtime_ns for p in Path(cache).glob("*/shard-*.npy")}
-        open_source(resolve_source(folder, STORED), cache, decode_map=_ray_map, out=lines.append)
+        open_source(resolve_source(folder, STORED), cache, decode_map=ray_map, out=lines.append)
         rewritten = sum(p.stat().st_mtime_ns != t for p, t in stamps.items())
     finally:
         ray.shutdown()
