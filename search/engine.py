@@ -8,8 +8,10 @@ config, metrics and status into the run directory and TensorBoard, so analysis n
 
 A trial whose worker or node is lost restarts from its last checkpoint on any node, up to
 ``max_failures`` times; a failure that would only repeat (divergence, out of memory at the
-smallest micro-batch) is not retried. ``gpu_packing="auto"`` measures one training step per
-sampled configuration on a GPU and sets the GPU share of every trial from the largest peak.
+smallest micro-batch) is not retried. ``gpu_packing="auto"`` measures a whole trial cycle of the
+space's corners and samples on a GPU and sets the GPU share of every trial from the largest peak
+(search/packing.py); each trial caps its GPU memory at that share (trainables/gpu.py). With
+``workers_per_trial`` > 1, Ray Train workers train each trial data-parallel (search/workers.py).
 
 With ``objectives`` (e.g. "params"), the search is multi-objective: OptunaSearch's study gets one
 direction per objective, each finished trial's last result gives Optuna its values (TPE or NSGA-II
@@ -148,6 +150,7 @@ def execute_run(prepared: PreparedRun, out: Callable[[str], None] = print) -> Pa
     data = trial_data(prepared.images, prepared.split)
     started_ray = _connect(prepared.settings)
     try:
+        check_cluster_fits(prepared.settings, ray.cluster_resources(), started_ray)
         if prepared.settings.gpu_packing == "auto":
             # Measured before the run directory is written, so settings.json holds the GPU share used.
             prepared = dataclasses.replace(prepared, settings=_pack_gpus(prepared, data, out))
@@ -203,6 +206,7 @@ def resume_run(
         out(f"{len(lost)} trial(s) begun after Ray's last snapshot were moved to trials_lost/: {lost}")
     started_ray = _connect(settings)
     try:
+        check_cluster_fits(settings, ray.cluster_resources(), started_ray)
         recorder = _RunRecorder(run_dir, settings, out)
         tuner = tune.Tuner.restore(
             str(experiment),
@@ -259,14 +263,17 @@ def _tuner(settings, space, data, recorder, name: str, trials: int, concurrency:
             search_alg=_searcher(space, settings, concurrency, storage=storage),
             scheduler=_scheduler(settings),
             num_samples=trials,
-            reuse_actors=True,
+            # A multi-worker trial's Train workers belong to its Tune actor: stopping the trial
+            # must end that actor, so that they end with it.
+            reuse_actors=settings.workers_per_trial == 1,
             trial_dirname_creator=_trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(recorder.run_dir),
             callbacks=_callbacks(recorder),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # A multi-worker trial is a class trainable (search/workers.py): Tune saves it every epoch.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=int(settings.workers_per_trial > 1)),
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             verbose=0,
         ),
@@ -354,14 +361,24 @@ def _describe_searcher(search_alg) -> dict[str, Any]:
 
 
 def _tuner_trainable(settings: Settings, data, run_dir: Path, finished: dict | None = None) -> Any:
+    defaults = trial_defaults(settings, threads=max(1, int(settings.cpus_per_trial)))
+    if settings.workers_per_trial > 1:  # Ray Train workers hold the trial's resources, Tune's actor none
+        from search.workers import TRIAL_ACTOR_RESOURCES, workers_trainable
+
+        trainable = workers_trainable(
+            data, defaults, settings.trainable, str(run_dir), finished or {},
+            settings.workers_per_trial, settings.cpus_per_trial, settings.gpus_per_trial,
+        )  # fmt: skip
+        return tune.with_resources(trainable, TRIAL_ACTOR_RESOURCES)
     return tune.with_resources(
         tune.with_parameters(
             _ray_trial,
             data=data,
-            defaults=trial_defaults(settings, threads=max(1, int(settings.cpus_per_trial))),
+            defaults=defaults,
             trainable_name=settings.trainable,
             run_dir=str(run_dir),
             finished=finished or {},
+            gpus=settings.gpus_per_trial,
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )
@@ -434,8 +451,10 @@ def _connect(settings: Settings) -> bool:
 
 
 def _pack_gpus(prepared: PreparedRun, data, out: Callable[[str], None]) -> Settings:
-    """gpu_packing "auto": measure one training step of every dry-run configuration on one GPU, and
-    let as many trials share a GPU as the largest peak allows."""
+    """gpu_packing "auto": measure a whole trial cycle of the space's corners and of every dry-run
+    configuration on one GPU (search/packing.py), and let as many trials share a GPU as the
+    largest reserved peak and the measured CUDA context allow."""
+    from search.packing import corner_configs, measure_on_gpu
     from trainables.classifier import trials_per_gpu
 
     settings = prepared.settings
@@ -444,14 +463,18 @@ def _pack_gpus(prepared: PreparedRun, data, out: Callable[[str], None]) -> Setti
             "`gpu_packing` is 'auto', but the Ray cluster has no GPU to measure on: "
             "use gpu_packing 'fixed' (the default) on CPU-only clusters"
         )
-    configs = dry_run(prepared.space, settings)
-    peak, gpu_bytes = ray.get(_measure_on_gpu.remote(configs, data))
-    per_gpu = trials_per_gpu(peak, gpu_bytes)
+    corners, samples = corner_configs(prepared.space, settings), dry_run(prepared.space, settings)
+    configs = corners + samples
+    measured = ray.get(measure_on_gpu.remote(configs, data))
+    peak, gpu_bytes, context = measured["peak"], measured["total"], measured["context"]
+    per_gpu = trials_per_gpu(peak, gpu_bytes, context_bytes=context)
     fraction = gpu_share(per_gpu)
     out(
-        f"gpu packing: one training step peaks at {peak / 2**30:.2f} GiB of {gpu_bytes / 2**30:.1f} GiB "
-        f"(largest of {len(configs)} sampled configurations) -> {per_gpu} trials per GPU, "
-        f"{fraction} GPU each"
+        f"gpu packing: a trial cycle peaks at {peak / 2**30:.2f} GiB reserved, plus a CUDA context of "
+        f"{context / 2**20:.0f} MiB, of {gpu_bytes / 2**30:.1f} GiB on {measured['name']} (largest of "
+        f"{len(configs)} configurations: the space's {len(corners)} corners and {len(samples)} samples"
+        + (f"; {measured['infeasible']} did not fit alone" if measured["infeasible"] else "")
+        + f") -> {per_gpu} trials per GPU, {fraction} GPU each"
     )
     return dataclasses.replace(settings, gpus_per_trial=fraction)
 
@@ -462,22 +485,37 @@ def gpu_share(trials_per_gpu: int) -> float:
     return math.floor(10_000 / trials_per_gpu) / 10_000
 
 
-@ray.remote(num_gpus=1)
-def _measure_on_gpu(configs: list[dict], data) -> tuple[int, int]:
-    import torch
-
-    from trainables.classifier import measure_step_memory
-
-    peak = max(measure_step_memory(config, data) for config in configs)
-    return peak, torch.cuda.get_device_properties(0).total_memory
-
-
 def _fitting_trials(settings: Settings) -> int:
     resources = ray.cluster_resources()
-    slots = math.floor(resources.get("CPU", 1) / settings.cpus_per_trial + 1e-9)
+    workers = settings.workers_per_trial
+    slots = math.floor(resources.get("CPU", 1) / (settings.cpus_per_trial * workers) + 1e-9)
     if settings.gpus_per_trial:
-        slots = min(slots, math.floor(resources.get("GPU", 0) / settings.gpus_per_trial + 1e-9))
+        slots = min(slots, math.floor(resources.get("GPU", 0) / (settings.gpus_per_trial * workers) + 1e-9))
     return max(1, min(settings.trials, slots))
+
+
+def check_cluster_fits(settings: Settings, resources: dict, started_here: bool) -> None:
+    """Refuse, before any trial starts, a search whose trials can never be placed: GPUs asked for
+    on a cluster with none (unless it may still add them: a joined cluster with --concurrency
+    set, as with an autoscaler), or one trial's workers needing more than the whole cluster."""
+    gpus = resources.get("GPU", 0)
+    if settings.gpus_per_trial and gpus < 1e-9 and (started_here or not settings.concurrency):
+        where = "the local Ray session" if started_here else f"the Ray cluster at {settings.address!r}"
+        raise ValueError(
+            f"`gpus_per_trial` is {settings.gpus_per_trial}, but {where} has no GPU (Ray sees "
+            f"{resources.get('CPU', 0):g} CPUs and 0 GPUs), so no trial could ever start: pass "
+            "--gpus-per-trial 0 to train on CPUs; on an autoscaling cluster that adds GPU nodes "
+            "for pending trials, also pass --concurrency N"
+        )
+    workers = settings.workers_per_trial
+    needs = {"CPU": settings.cpus_per_trial * workers, "GPU": settings.gpus_per_trial * workers}
+    for name, need in needs.items():
+        have = resources.get(name, 0)
+        if need > have + 1e-9 and (name == "CPU" or gpus > 0) and (started_here or not settings.concurrency):
+            raise ValueError(
+                f"one trial needs {need:g} {name}s ({workers} worker(s) x {need / workers:g}), but the Ray "
+                f"cluster has {have:g}: lower --workers-per-trial or --{name.lower()}s-per-trial"
+            )
 
 
 def _searcher(space: SpaceFile, settings: Settings, concurrency: int, storage=None):
@@ -593,8 +631,16 @@ class _RayCheckpoints:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
-def _ray_trial(config: dict, data, defaults: dict, trainable_name: str, run_dir: str, finished: dict) -> None:
-    from trainables import get_trainable
+def _ray_trial(
+    config: dict,
+    data,
+    defaults: dict,
+    trainable_name: str,
+    run_dir: str,
+    finished: dict,
+    gpus: float = 0.0,
+) -> None:
+    from trainables import get_trainable, gpu
     from trainables.classifier import NOT_RETRIED
 
     trial_id = tune.get_context().get_trial_id()
@@ -619,11 +665,14 @@ def _ray_trial(config: dict, data, defaults: dict, trainable_name: str, run_dir:
         store.report(metrics | {"node_id": node_id})  # which node ran each epoch
 
     try:
+        gpu.cap_memory(gpus)  # the trial's share of its GPU, so that an OOM is its own
         get_trainable(trainable_name)(defaults | config, data, report, store)
     except NOT_RETRIED as error:
         final.parent.mkdir(parents=True, exist_ok=True)
         final.write_text(f"{type(error).__name__}: {error}\n")
         raise
+    finally:
+        gpu.release()  # a reused actor starts its next trial with no cached GPU memory
 
 
 _FINAL_ERROR = "final_error.txt"

@@ -107,19 +107,21 @@ def _physical_index(device: int) -> int:
 
 
 def cap_memory(share: float) -> float | None:
-    """Cap this process's CUDA caching allocator at its ``share`` of GPU 0 less its measured
-    context (``torch.cuda.set_per_process_memory_fraction``), so that an out-of-memory error is
-    the trial's own and never a neighbour's spike. Returns the fraction set; None where nothing is
-    capped (no GPU visible, or a whole GPU). A reused process is capped again for each trial."""
+    """Cap this process's CUDA caching allocator at its ``share`` of its GPU (the current device:
+    the one Ray assigned) less its measured context (``torch.cuda.set_per_process_memory_fraction``),
+    so that an out-of-memory error is the trial's own and never a neighbour's spike. Returns the
+    fraction set; None where nothing is capped (no GPU visible, or a whole GPU). A reused process
+    is capped again for each trial."""
     if share <= 0 or not torch.cuda.is_available():
         return None
     torch.cuda.init()
+    device = torch.cuda.current_device()
     if share >= 1:
-        torch.cuda.set_per_process_memory_fraction(1.0, 0)  # undo a cap a previous trial set
+        torch.cuda.set_per_process_memory_fraction(1.0, device)  # undo a cap a previous trial set
         return None
-    total = torch.cuda.get_device_properties(0).total_memory
-    fraction = memory_fraction(share, context_bytes(0), total)
-    torch.cuda.set_per_process_memory_fraction(fraction, 0)
+    total = torch.cuda.get_device_properties(device).total_memory
+    fraction = memory_fraction(share, context_bytes(device), total)
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
     return fraction
 
 

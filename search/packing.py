@@ -1,0 +1,107 @@
+"""``--gpu-packing auto``: how many trials share one GPU, measured on that GPU before the search.
+
+The configurations measured are the space's corners (every parameter at the top of its range,
+so the largest batch, the widest and deepest network it can produce, and every parameter at the
+bottom) and the dry run's random samples. Each is measured over a whole trial cycle (the data set
+on the GPU, two training steps, validation and the latency pass: reserved memory, what a
+neighbour cannot use; trainables.classifier.measure_step_memory), on one GPU that the measuring
+task holds alone, where the CUDA context is measured too (the GPU's used memory less what the
+allocator reserved). ``trials_per_gpu`` then divides the GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from search.settings import Settings
+from search.spaces import SpaceFile, trial_defaults
+
+__all__ = ["corner_configs", "measure_on_gpu"]
+
+
+def corner_configs(space: SpaceFile, settings: Settings) -> list[dict[str, Any]]:
+    """The space's two corners: each parameter at its upper bound ("high": largest categorical
+    number, last categorical choice otherwise), then at its lower bound. Conditional parameters
+    follow from the values above them. A corner the trainable's config rejects is left out (the
+    dry run has checked the space's random samples)."""
+    import optuna
+
+    from trainables import get_config_class
+
+    config_class = get_config_class(settings.trainable)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    configs = []
+    for high in (True, False):
+        study = optuna.create_study(sampler=_corner_sampler(high))
+        trial = study.ask()
+        constants = space.space(trial)
+        config = trial_defaults(settings, threads=1) | trial.params | (constants or {})
+        try:
+            if config_class is not None:
+                config_class.from_mapping(config)
+        except (TypeError, ValueError):
+            continue
+        configs.append(config)
+    return configs
+
+
+def _corner_sampler(high: bool):
+    """An Optuna sampler (the public BaseSampler API) that proposes one end of every distribution."""
+    import optuna
+
+    class CornerSampler(optuna.samplers.BaseSampler):
+        def infer_relative_search_space(self, study, trial):
+            return {}
+
+        def sample_relative(self, study, trial, search_space):
+            return {}
+
+        def sample_independent(self, study, trial, param_name, distribution):
+            return corner_value(distribution, high)
+
+    return CornerSampler()
+
+
+def corner_value(distribution, high: bool) -> Any:
+    """The top (``high``) or bottom of an Optuna distribution: its bound for numbers, its largest
+    or smallest choice for numeric categoricals, its last or first choice for other categoricals."""
+    import optuna.distributions as d
+
+    if isinstance(distribution, (d.FloatDistribution, d.IntDistribution)):
+        return distribution.high if high else distribution.low
+    choices = list(distribution.choices)
+    numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices)
+    if numeric:
+        return max(choices) if high else min(choices)
+    return choices[-1] if high else choices[0]
+
+
+@ray.remote(num_gpus=1)
+def measure_on_gpu(configs: list[dict], data) -> dict[str, Any]:
+    """On one GPU held alone: the largest reserved peak over ``configs`` (bytes; the GPU's total
+    where one does not fit at all), the GPU's total memory and the measured CUDA context."""
+    import torch
+
+    from trainables.classifier import TrialInfeasible, measure_step_memory
+
+    torch.cuda.init()
+    torch.zeros(1, device="cuda")  # the context and the allocator exist from here on
+    free, total = torch.cuda.mem_get_info()
+    context = max(0, total - free - torch.cuda.memory_reserved())
+    peaks, infeasible = [], 0
+    for config in configs:
+        try:
+            peaks.append(measure_step_memory(config, data))
+        except (TrialInfeasible, torch.cuda.OutOfMemoryError):
+            infeasible += 1
+            torch.cuda.empty_cache()
+            peaks.append(total)
+    return {
+        "peak": max(peaks),
+        "total": total,
+        "context": context,
+        "infeasible": infeasible,
+        "name": torch.cuda.get_device_name(),
+    }
