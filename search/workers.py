@@ -23,6 +23,7 @@ retries the trial); Train keeps its run state under ``<run dir>/ray_train/``.
 from __future__ import annotations
 
 import io
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ import ray
 from ray import tune
 from ray.util.queue import Empty, Queue
 
-__all__ = ["TRIAL_ACTOR_RESOURCES", "workers_trainable"]
+__all__ = ["TORCH_BACKEND_ENV", "TRIAL_ACTOR_RESOURCES", "workers_trainable"]
+
+TORCH_BACKEND_ENV = "IMAGE_SEARCH_TORCH_BACKEND"  # "gloo" or "nccl"; unset: Ray Train's choice
 
 # What the Tune actor of a multi-worker trial holds: Tune refuses an empty request, and any CPU
 # it held would be missing for the workers (2 workers x 1 CPU would never start on 2 CPUs).
@@ -97,7 +100,7 @@ class _WorkersTrial(tune.Trainable):
 
     def _start_workers(self) -> None:
         from ray.train import FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
+        from ray.train.torch import TorchConfig, TorchTrainer
 
         fixed = self.fixed
         self.reports, self.replies = Queue(actor_options={"num_cpus": 0}), Queue(actor_options={"num_cpus": 0})
@@ -118,6 +121,9 @@ class _WorkersTrial(tune.Trainable):
                 use_gpu=gpus > 0,
                 resources_per_worker={"CPU": fixed["cpus"]} | ({"GPU": gpus} if gpus else {}),
             ),
+            # None: NCCL with GPUs, gloo without. TORCH_BACKEND_ENV forces one (tests/logical_gpus.py
+            # declares GPUs that torch cannot see, so NCCL could not start there).
+            torch_config=TorchConfig(backend=os.environ.get(TORCH_BACKEND_ENV) or None),
             run_config=RunConfig(
                 name=f"trial-{self.trial_id}",
                 storage_path=str(Path(fixed["run_dir"]) / "ray_train"),
