@@ -99,9 +99,10 @@ class Settings:
     # Workers that train each trial data-parallel through Ray Train's TorchTrainer (gloo on CPUs,
     # NCCL on GPUs), each holding cpus_per_trial CPUs and gpus_per_trial GPUs. 1: one process.
     workers_per_trial: int = 1
-    # "fixed": every trial holds gpus_per_trial GPUs. "auto": before the search, one training step
-    # of each dry-run configuration is measured on a GPU, and as many trials share a GPU as the
-    # largest peak memory allows (gpus_per_trial then only says that trials use GPUs).
+    # "fixed": every trial holds gpus_per_trial GPUs. "auto": before the search, a whole trial cycle
+    # (data, training steps, validation; reserved memory) of the space's corners and dry-run
+    # samples is measured on a GPU, with the CUDA context, and as many trials share a GPU as the
+    # largest peak allows (gpus_per_trial then only says that trials use GPUs).
     gpu_packing: str = "fixed"
     # Retries of a trial from its last checkpoint after it raised, or its worker or node died.
     # Deterministic failures (divergence, out of memory at the smallest micro-batch) are not retried.
