@@ -22,6 +22,7 @@ SCHEDULER = "fifo"
 
 def space(trial):
     trial.suggest_float("x", 0.0, 1.0)
+    return {"peers": _PEERS, "barrier": _BARRIER}
 '''
 
 
@@ -36,16 +37,17 @@ def main(out: Path) -> None:
 
     os.environ[TORCH_BACKEND_ENV] = "gloo"  # the declared GPUs are not visible to torch
     out.mkdir(parents=True, exist_ok=True)
-    (out / "probe_space.py").write_text(SPACE)
-    space = load_space(out / "probe_space.py")
     ray.init(address="local", num_cpus=4, num_gpus=2, _node_ip_address="127.0.0.1",
              include_dashboard=False, logging_level="warning", log_to_driver=False)  # fmt: skip
     results = {}
     try:
-        for name, overrides in {
-            "shared": {"trials": 4, "gpus_per_trial": 0.25, "concurrency": 4},
-            "workers": {"trials": 1, "gpus_per_trial": 1.0, "workers_per_trial": 2},
-        }.items():
+        for name, overrides, peers in [
+            ("shared", {"trials": 4, "gpus_per_trial": 0.25, "concurrency": 4}, 4),
+            ("workers", {"trials": 1, "gpus_per_trial": 1.0, "workers_per_trial": 2}, 1),
+        ]:
+            path = out / f"{name}_space.py"
+            path.write_text(f"_PEERS = {peers}\n_BARRIER = {str(out / (name + '_barrier'))!r}\n" + SPACE)
+            space = load_space(path)
             values = {"trainable": "tests.gpu_probe:probe", "dataset": "digits", "data_fraction": 0.2, "image_size": 8,
                       "max_epochs": 1, "scheduler": "fifo", "storage": str(out), "name": name} | overrides  # fmt: skip
             run_dir = run_search(space, settings_from_mapping(values, "test"), out=lambda line: None)
