@@ -63,3 +63,37 @@ def test_without_a_process_group_everything_is_one_worker():
     assert distributed.workers() == 1 and distributed.rank() == 0
     assert distributed.worst_outcome(distributed.OUT_OF_MEMORY, torch.device("cpu")) == distributed.OUT_OF_MEMORY
     assert distributed.sum_over_workers(1.0, 2.0, device=torch.device("cpu")) == [1.0, 2.0]
+
+
+def _two_workers_train(rank: int, port: int, config, data, out) -> None:
+    from trainables.classifier import train_classifier
+
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        reports = []
+        train_classifier(config, data, reports.append)
+        out[rank] = reports
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_workers_learn_as_one_process_does_and_agree(small_trial_data):
+    from tests.trainables.test_classifier import SMALL
+    from trainables.classifier import train_classifier
+
+    config = SMALL | {"max_epochs": 2}
+    out = mp.Manager().dict()
+    mp.spawn(_two_workers_train, args=(_free_port(), config, small_trial_data, out), nprocs=2, join=True)
+    alone = []
+    train_classifier(config, small_trial_data, alone.append)
+    first, second = out[0], out[1]
+    assert [r["workers"] for r in first] == [2, 2]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):  # the same network on both workers
+        assert [r[key] for r in first] == pytest.approx([r[key] for r in second], rel=1e-6)
+    # BatchNorm sees half batches per worker, so not bit-equal to one process, but it learns as
+    # fast (measured: training loss 2.153 -> 1.816 on two workers, 2.149 -> 1.794 alone).
+    assert first[1]["train_loss"] < first[0]["train_loss"] - 0.2
+    for mine, one in zip(first, alone):
+        assert mine["train_loss"] == pytest.approx(one["train_loss"], rel=0.05)
+        assert mine["train_acc"] == pytest.approx(one["train_acc"], abs=0.08)
