@@ -91,7 +91,15 @@ class _WorkersTrial(tune.Trainable):
             self.replies.put("continue")
         item = self._next_item()
         if item is None:  # the workers ended without another report
-            self._raise_failure()
+            from trainables.classifier import NOT_RETRIED
+
+            try:
+                self._raise_failure()
+            except NOT_RETRIED as error:  # as search/engine.py's _ray_trial: a retry would repeat it
+                final = trial_dir(Path(fixed["run_dir"]), self.trial_id) / _FINAL_ERROR
+                final.parent.mkdir(parents=True, exist_ok=True)
+                final.write_text(f"{type(error).__name__}: {error}\n")
+                raise
             return {"done": True}
         _, metrics, self.state = item
         # The trainable's last epoch (or a divergence) ends the trial here, not one step later.
