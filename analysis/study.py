@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.records import read_json, read_trials, write_text
+from analysis.records import RunDir, read_trials, write_text
 
 __all__ = [
     "IMPORTANCE_COLUMNS",
@@ -53,7 +53,8 @@ def frozen_trials(run_dir: Path) -> tuple[list[Any], dict[str, Any]]:
     from search.spaces import load_space
 
     run_dir = Path(run_dir)
-    settings = read_json(run_dir / "settings.json")
+    recorded = RunDir(run_dir).settings()
+    settings = recorded.to_dict() | {"mode": recorded.mode}
     metric, mode = settings["metric"], settings["mode"]
     objectives = list(objectives_of(settings))
     space = load_space(run_dir / "space.py")

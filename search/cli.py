@@ -186,7 +186,7 @@ def _finish_run(run_dir, retrain: bool) -> None:
 
 
 def _prepare(args: argparse.Namespace):
-    from search.engine import prepare_run
+    from search.prepare import prepare_run  # Ray-free: bad input fails before Ray is imported
     from search.spaces import load_space, resolve_settings
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "space", "overwrite", "no_retrain")}
@@ -198,10 +198,10 @@ def _leaderboard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from analysis.leaderboard import build_leaderboard, format_table, write_leaderboard
+    from analysis.records import RunDir
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "settings.json").is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (it has no settings.json)")
+    RunDir.open(run_dir)  # FileNotFoundError when it is not a run directory
     table, path = write_leaderboard(run_dir)
     if args.sort or args.status:
         table = build_leaderboard(run_dir, sort_by=args.sort, status=args.status)
@@ -213,9 +213,10 @@ def _leaderboard(args: argparse.Namespace) -> int:
 def _run_dir(args: argparse.Namespace):
     from pathlib import Path
 
+    from analysis.records import RunDir
+
     run_dir = Path(args.run_dir)
-    if not (run_dir / "settings.json").is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (it has no settings.json)")
+    RunDir.open(run_dir)  # FileNotFoundError when it is not a run directory
     return run_dir
 
 

@@ -72,8 +72,8 @@ class _WorkersTrial(tune.Trainable):
         self.node_id = ray.get_runtime_context().get_node_id()
 
     def step(self) -> dict:
-        from search.engine import _FINAL_ERROR, _REPLAYED, _RepeatedFailure
         from analysis.records import trial_dir
+        from search.trial import FINAL_ERROR, REPLAYED, _RepeatedFailure
 
         fixed = self.fixed
         if self.thread is None:
@@ -82,8 +82,8 @@ class _WorkersTrial(tune.Trainable):
                 last, error = fixed["finished"][trial_id]
                 if error:
                     raise RuntimeError(f"this trial failed before the run was interrupted: {error}")
-                return last | {_REPLAYED: True, "done": True}
-            final = trial_dir(Path(fixed["run_dir"]), trial_id) / _FINAL_ERROR
+                return last | {REPLAYED: True, "done": True}
+            final = trial_dir(Path(fixed["run_dir"]), trial_id) / FINAL_ERROR
             if final.exists():
                 raise _RepeatedFailure(final.read_text().strip())
             self._start_workers()
@@ -96,7 +96,7 @@ class _WorkersTrial(tune.Trainable):
             try:
                 self._raise_failure()
             except NOT_RETRIED as error:  # as search/engine.py's _ray_trial: a retry would repeat it
-                final = trial_dir(Path(fixed["run_dir"]), self.trial_id) / _FINAL_ERROR
+                final = trial_dir(Path(fixed["run_dir"]), self.trial_id) / FINAL_ERROR
                 final.parent.mkdir(parents=True, exist_ok=True)
                 final.write_text(f"{type(error).__name__}: {error}\n")
                 raise

@@ -18,7 +18,7 @@ def test_a_whole_gpu_count_above_one_names_the_flags_that_train_on_several():
 
 
 def test_gpus_on_a_cluster_without_any_are_refused_unless_it_may_still_add_them():
-    from search.engine import check_cluster_fits
+    from search.ray_session import check_cluster_fits
 
     cpus_only = {"CPU": 8.0}
     with pytest.raises(ValueError, match=r"the local Ray session has no GPU \(Ray sees 8 CPUs and 0 GPUs\)"):
@@ -31,7 +31,7 @@ def test_gpus_on_a_cluster_without_any_are_refused_unless_it_may_still_add_them(
 
 
 def test_one_trial_s_workers_must_fit_the_cluster():
-    from search.engine import check_cluster_fits
+    from search.ray_session import check_cluster_fits
 
     with pytest.raises(ValueError, match=r"one trial needs 4 CPUs \(4 worker\(s\) x 1\), but the Ray cluster has 2"):
         check_cluster_fits(Settings(workers_per_trial=4), {"CPU": 2.0}, started_here=True)
@@ -41,7 +41,7 @@ def test_one_trial_s_workers_must_fit_the_cluster():
 
 
 def test_the_space_corners_are_its_largest_and_smallest_configurations():
-    from search.packing import corner_configs, corner_value
+    from search.gpu_packing import corner_configs, corner_value
     from search.spaces import load_space
 
     import optuna.distributions as d

@@ -1,4 +1,4 @@
-"""``--gpu-packing auto``: how many trials share one GPU, measured on that GPU before the search.
+"""gpu_packing "auto": how many trials share one GPU, measured on that GPU before the search.
 
 The configurations measured are the space's corners (every parameter at the top of its range,
 so the largest batch, the widest and deepest network it can produce, and every parameter at the
@@ -11,14 +11,51 @@ allocator reserved). ``trials_per_gpu`` then divides the GPU.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import math
+from typing import Any, Callable
 
 import ray
 
+from search.prepare import PreparedRun
 from search.settings import Settings
-from search.spaces import SpaceFile, trial_defaults
+from search.spaces import SpaceFile, dry_run, trial_defaults
 
-__all__ = ["corner_configs", "measure_on_gpu"]
+__all__ = ["corner_configs", "corner_value", "gpu_share", "pack_gpus"]
+
+
+def pack_gpus(prepared: PreparedRun, data, out: Callable[[str], None]) -> Settings:
+    """Measure a whole trial cycle of the space's corners and of every dry-run configuration on
+    one GPU, and let as many trials share a GPU as the largest reserved peak and the measured
+    CUDA context allow."""
+    from trainables.classifier import trials_per_gpu
+
+    settings = prepared.settings
+    if ray.cluster_resources().get("GPU", 0) < 1:
+        raise ValueError(
+            "`gpu_packing` is 'auto', but the Ray cluster has no GPU to measure on: "
+            "use gpu_packing 'fixed' (the default) on CPU-only clusters"
+        )
+    corners, samples = corner_configs(prepared.space, settings), dry_run(prepared.space, settings)
+    configs = corners + samples
+    measured = ray.get(_measure_on_gpu.remote(configs, data))
+    peak, gpu_bytes, context = measured["peak"], measured["total"], measured["context"]
+    per_gpu = trials_per_gpu(peak, gpu_bytes, context_bytes=context)
+    fraction = gpu_share(per_gpu)
+    out(
+        f"gpu packing: a trial cycle peaks at {peak / 2**30:.2f} GiB reserved, plus a CUDA context of "
+        f"{context / 2**20:.0f} MiB, of {gpu_bytes / 2**30:.1f} GiB on {measured['name']} (largest of "
+        f"{len(configs)} configurations: the space's {len(corners)} corners and {len(samples)} samples"
+        + (f"; {measured['infeasible']} did not fit alone" if measured["infeasible"] else "")
+        + f") -> {per_gpu} trials per GPU, {fraction} GPU each"
+    )
+    return dataclasses.replace(settings, gpus_per_trial=fraction)
+
+
+def gpu_share(trials_per_gpu: int) -> float:
+    """The GPU fraction each of ``trials_per_gpu`` trials asks Ray for, rounded down to Ray's
+    resource precision (1e-4) so that the shares never add up to more than one GPU."""
+    return math.floor(10_000 / trials_per_gpu) / 10_000
 
 
 def corner_configs(space: SpaceFile, settings: Settings) -> list[dict[str, Any]]:
@@ -79,7 +116,7 @@ def corner_value(distribution, high: bool) -> Any:
 
 
 @ray.remote(num_gpus=1)
-def measure_on_gpu(configs: list[dict], data) -> dict[str, Any]:
+def _measure_on_gpu(configs: list[dict], data) -> dict[str, Any]:
     """On one GPU held alone: the largest reserved peak over ``configs`` (bytes; the GPU's total
     where one does not fit at all), the GPU's total memory and the measured CUDA context."""
     import torch
