@@ -95,7 +95,7 @@ class _WorkersTrial(tune.Trainable):
 
             try:
                 self._raise_failure()
-            except NOT_RETRIED as error:  # as search/engine.py's _ray_trial: a retry would repeat it
+            except NOT_RETRIED as error:  # as search/trial.py's _ray_trial: a retry would repeat it
                 final = trial_dir(Path(fixed["run_dir"]), self.trial_id) / FINAL_ERROR
                 final.parent.mkdir(parents=True, exist_ok=True)
                 final.write_text(f"{type(error).__name__}: {error}\n")

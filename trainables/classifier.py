@@ -31,8 +31,9 @@ cannot shrink it, and a half-done update must not be done twice). Validation hal
 instead; the data set's upload and the latency measurement that run out of memory make the trial
 infeasible, each with a message saying where.
 
-With a process group up (``--workers-per-trial``: search/workers.py), the network trains in
-DistributedDataParallel and each worker takes its stride of every batch (trainables/distributed.py).
+With a process group up (``--workers-per-trial``: search/workers.py), each worker trains on its
+stride of every batch and the gradients are averaged over the workers once per step, after every
+worker's accumulation succeeded (trainables/distributed.py says why not DDP's backward hooks).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Pure decisions are module-level functions that tests call with plain numbers
 (``precision_for((7, 5))`` is "fp16": a T4 only emulates bf16); the few functions that touch a
 device (``cap_memory``, ``release``, ``peak_memory_mb``) do nothing, or report the CPU's figure,
 when no GPU is visible. Nothing here imports Ray: the engine calls ``cap_memory`` and ``release``
-around every trial it runs (search/engine.py), and the classifier records ``device_label``,
+around every trial it runs (search/trial.py, search/workers.py), and the classifier records ``device_label``,
 ``precision_for`` and ``peak_memory_mb`` in every epoch's metrics.
 """
 
