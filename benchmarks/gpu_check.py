@@ -88,8 +88,9 @@ def main() -> int:
           f"native precision {native}; torch {torch.__version__}, ray {ray.__version__}")  # fmt: skip
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
-    ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, logging_level="warning",
-             log_to_driver=False, num_cpus=max(4, os.cpu_count() or 4))  # fmt: skip
+    from search.ray_session import start_local
+
+    start_local(logging_level="warning", log_to_driver=False, num_cpus=max(4, os.cpu_count() or 4))  # loopback only
     outcomes: dict[str, tuple[bool, list[str]]] = {}
     state: dict = {"work": work, "native": native, "name": name}
     checks = [("a", check_a), ("b", check_b), ("c", check_c), ("d", check_d), ("e", check_e)]

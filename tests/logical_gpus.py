@@ -31,14 +31,14 @@ def main(out: Path) -> None:
 
     from analysis.records import read_trials
     from search.engine import run_search
+    from search.ray_session import start_local
     from search.settings import settings_from_mapping
     from search.spaces import load_space
     from search.workers import TORCH_BACKEND_ENV
 
     os.environ[TORCH_BACKEND_ENV] = "gloo"  # the declared GPUs are not visible to torch
     out.mkdir(parents=True, exist_ok=True)
-    ray.init(address="local", num_cpus=4, num_gpus=2, _node_ip_address="127.0.0.1",
-             include_dashboard=False, logging_level="warning", log_to_driver=False)  # fmt: skip
+    start_local(num_cpus=4, num_gpus=2, logging_level="warning", log_to_driver=False)
     results = {}
     try:
         for name, overrides, peers in [
