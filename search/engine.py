@@ -44,6 +44,7 @@ from search.gpu_packing import gpu_share, pack_gpus
 from search.prepare import PreparedRun, check_address, prepare_run, write_run_dir
 from search.ray_session import connect, fitting_trials
 from search.recorder import RunRecorder, clock
+from search.schedulers import SCHEDULERS
 from search.settings import Settings
 from search.spaces import SpaceFile, load_space
 from search.strategies import describe_searcher, nsga2_population
@@ -169,9 +170,12 @@ def _finish(run_dir: Path, settings: Settings, recorder: RunRecorder, out) -> Pa
 def _summary(out, table, path: Path, run_dir: Path, settings: Settings, seconds: float) -> None:
     stopped = int(table["status"].str.startswith("stopped").sum())
     errors = int(table["status"].str.match(r"^(error|infeasible)").sum())
+    by = SCHEDULERS[settings.scheduler].stops
+    early = f"{stopped} stopped early by {by}, " if by else ""
     out("")
     out(
-        f"finished {len(table)} trials in {clock(seconds)} ({stopped} stopped early by ASHA, {errors} errors)"
+        f"finished {len(table)} trials in {clock(seconds)} ({early}{errors} errors; "
+        f"sampler {settings.sampler}, scheduler {settings.scheduler})"
     )
     out(f"top 5 by {settings.metric}:")
     out(format_table(table, rows=5))
