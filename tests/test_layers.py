@@ -20,8 +20,18 @@ RAY_MODULES = {
     "search.strategies",
     "search.trial",
     "search.tuner",
+    # The scheduler registry's builders import Ray when a search starts, never at import.
+    "search.schedulers",
 }
-FLOOR = {"search.settings", "search.spaces"}
+# search.settings checks --sampler and --scheduler against the registries: they are floor too.
+FLOOR = {
+    "search.settings",
+    "search.spaces",
+    "search.registry",
+    "search.samplers",
+    "search.schedulers",
+    "search.grid_sampler",
+}
 
 
 def _imports(package: str) -> dict[str, set[str]]:
