@@ -74,7 +74,7 @@ def _check_pbt(settings, space) -> None:
 
 # Ray's PBT refuses a searcher beside it: the population is drawn up front (search/strategies.py).
 @SCHEDULERS.register(
-    "pbt", settings=("pbt_interval_epochs", "pbt_mutate", "seed"), check=_check_pbt, takes_searcher=False
+    "pbt", settings=("pbt_interval_epochs", "pbt_mutate", "seed", "concurrency", "trials"), check=_check_pbt, takes_searcher=False
 )
 def pbt(settings, space):
     """Population Based Training: every few epochs the worst quarter clones the best's checkpoint and mutates."""
@@ -93,6 +93,10 @@ def pbt(settings, space):
         custom_explore_fn=_Clip(mutations),
         quantile_fraction=0.25,
         resample_probability=0.25,
+        # The whole population at once (--concurrency >= --trials): synchronous PBT, every trial
+        # waits at each interval for the others, so each interval compares the whole population.
+        # Otherwise asynchronous: a trial compares itself with those alive when it reports.
+        synch=settings.concurrency >= settings.trials,
     )
 
 

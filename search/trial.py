@@ -36,6 +36,7 @@ class _RayCheckpoints:
         self.config = dict(config or {})
         self.schedule = [{"from_epoch": 1, "config": self.config}]
         self.cloned: dict | None = None  # {"trial": parent, "epoch": its epoch}, reported once
+        self.max_epochs = int(self.config.get("max_epochs", 0)) or float("inf")
 
     def load(self) -> dict | None:
         import torch
@@ -48,7 +49,9 @@ class _RayCheckpoints:
         lineage = state.pop("lineage", None)
         if lineage is not None:
             self.schedule = list(lineage["schedule"])
-            if lineage["trial_id"] != self.trial_id:
+            # PBT may clone at a trial's last epoch: the clone then trains no further epoch, and
+            # its record stays its own.
+            if lineage["trial_id"] != self.trial_id and state["epoch"] < self.max_epochs:
                 self.cloned = {"trial": lineage["trial_id"], "epoch": state["epoch"]}
                 self.schedule.append({"from_epoch": state["epoch"] + 1, "config": self.config})
                 self._write_lineage()
@@ -94,6 +97,7 @@ def _ray_trial(config: dict, data, defaults: dict, trainable_name: str, run_dir:
         tune.report(last | {REPLAYED: True})
         return
     store = _RayCheckpoints(trial_id, config, trial_dir(Path(run_dir), trial_id))
+    store.max_epochs = int((defaults | config).get("max_epochs", 0)) or store.max_epochs
     node_id = ray.get_runtime_context().get_node_id()
     # Ray retries every failed trial up to max_failures times; a failure that a retry would only
     # reproduce (divergence, out of memory at the smallest micro-batch) is remembered in the run

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from analysis.leaderboard import build_leaderboard
-from analysis.records import read_trials
+from analysis.records import read_json, read_trials
+from analysis.retrain import retrain
 from search.engine import run_search
 from search.spaces import load_space, resolve_settings
 from tests.conftest import REPO
@@ -41,7 +42,10 @@ def test_a_sampler_and_an_early_stopping_scheduler(ray_session, tmp_path, sample
 
 
 def test_pbt_clones_through_checkpoints_and_records_the_lineage(ray_session, tmp_path):
-    run_dir, table, summary = _search(tmp_path, "scratch_cnn.py", sampler="qmc", scheduler="pbt", trials=4, max_epochs=3)
+    # All four at once (half a CPU each): PBT compares trials that are alive together.
+    run_dir, table, summary = _search(
+        tmp_path, "scratch_cnn.py", sampler="qmc", scheduler="pbt", trials=4, max_epochs=3, concurrency=4, cpus_per_trial=0.5
+    )
     assert len(table) == 4 and (table["status"] == "completed").all(), table["status"].tolist()
     assert {"cloned_from", "cloned_at_epoch", "clones"} <= set(table.columns)
     assert "stopped early" not in summary and "scheduler pbt)" in summary
@@ -64,6 +68,15 @@ def test_pbt_clones_through_checkpoints_and_records_the_lineage(ray_session, tmp
         marked = [m for m in record.metrics if m.get("cloned_from")]
         assert marked and marked[-1]["epoch"] >= 2
         assert row["lr"] == pytest.approx(final["lr"])
+    # Retraining a clone replays its schedule: its lineage's first config, then the later ones.
+    clone = min(clones, key=lambda r: int(table[table["trial_id"] == r.trial_id].iloc[0]["rank"]))
+    rank = int(table[table["trial_id"] == clone.trial_id].iloc[0]["rank"])
+    retrain(run_dir, top_k=rank, seeds=1, tta=False, out=[].append)
+    seed = clone.config["seed"]
+    built = read_json(run_dir / "retrain" / f"{clone.trial_id}-seed{seed}" / "model.json")
+    schedule = clone.lineage["schedule"]
+    assert built["config"]["conv_blocks"] == schedule[0]["config"]["conv_blocks"]
+    assert [s["from_epoch"] for s in built["pbt_schedule"]] == [s["from_epoch"] for s in schedule[1:]]
 
 
 def test_the_grid_runs_each_point_once(ray_session, tmp_path):

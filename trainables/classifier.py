@@ -347,8 +347,12 @@ def fit_classifier(
     epochs: int | None = None,
     report: Callable[[dict], Any] | None = None,
     lr_per_epoch: Sequence[float] | None = None,
+    pbt_schedule: Sequence[tuple[int, Mapping[str, Any]]] = (),
 ) -> Classifier:
     """Train per ``config`` on all of ``images`` for ``epochs`` epochs, without validation.
+
+    ``pbt_schedule``: a PBT trial's later configs, ``(first epoch, config)`` in order; from each first
+    epoch on, its PBT_MUTABLE values apply (as they did when PBT's clone continued there).
 
     The learning-rate schedule still spans ``config["max_epochs"]``: stopping at epoch ``epochs``
     replays a trial's first ``epochs`` epochs exactly as they ran (same rates, same seeded batch
@@ -378,8 +382,15 @@ def fit_classifier(
     weights = inverse_frequency_weights(train_y, len(classes)) if cfg.class_weights else None
     step = _Step(net, optimizer, _loss_fn(cfg, weights), normalize, precision, micro_batch=min(cfg.batch_size, len(train_x)))
     train_time = 0.0
+    later = {first: TrialConfig.from_mapping(dict(later_config)) for first, later_config in pbt_schedule}
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
+        if epoch in later:
+            mutated = later[epoch]
+            take_mutation(optimizer, schedule, [dict(g) for g in _optimizer(mutated, net).param_groups], cfg.lr, mutated.lr)
+            set_dropout(net, mutated.dropout if mutated.use_dropout else 0.0)
+            step.loss_fn = _loss_fn(mutated, weights)
+            cfg = mutated
         set_phase(net, cfg, epoch)
         if replay is not None:
             schedule.set_head_lr(replay[epoch - 1])
@@ -407,6 +418,15 @@ def take_mutation(optimizer, schedule: "_Schedule", fresh: list[dict], saved_lr:
                 group[key] = value
     if hasattr(schedule.scheduler, "base_lrs"):
         schedule.scheduler.base_lrs = [base * ratio for base in schedule.scheduler.base_lrs]
+
+
+def set_dropout(net: nn.Module, rate: float) -> None:
+    """Set the dropout rate of a built network: its nn.Dropout modules and a timm model's drop_rate."""
+    for module in net.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = rate
+    if hasattr(net, "drop_rate"):
+        net.drop_rate = rate
 
 
 def _at_trial_size(images: torch.Tensor, cfg: TrialConfig) -> torch.Tensor:

@@ -154,3 +154,31 @@ def test_a_clone_takes_the_new_hyperparameters_and_keeps_its_place_in_the_schedu
     assert sorted({g["weight_decay"] for g in optimizer.param_groups}) == [0.0, 1e-4]
     schedule.after_epoch(None)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05 * (1 + torch.cos(torch.tensor(torch.pi * 2 / 4)).item()) / 2)
+
+
+def test_retrain_starts_a_clone_from_its_lineage_and_replays_the_later_configs():
+    from analysis.retrain import pbt_schedule
+
+    recorded = {"config": {"seed": 0, "max_epochs": 3, "lr": 0.5, "conv_blocks": 2}, "params": {"lr": 0.5, "conv_blocks": 2}}
+    assert pbt_schedule(recorded, {}) == (recorded["config"], [])
+    lineage = {"schedule": [{"from_epoch": 1, "config": {"lr": 0.1, "conv_blocks": 1}}, {"from_epoch": 3, "config": {"lr": 0.2, "conv_blocks": 1}}]}
+    first, later = pbt_schedule(recorded, lineage)
+    assert first == {"seed": 0, "max_epochs": 3, "lr": 0.1, "conv_blocks": 1}
+    assert later == [(3, {"seed": 0, "max_epochs": 3, "lr": 0.2, "conv_blocks": 1})]
+
+
+def test_fit_classifier_replays_a_pbt_schedule(digits_16):
+    import numpy as np
+
+    from trainables.classifier import fit_classifier
+
+    images, split = digits_16
+    train = np.asarray(split.train[:120])
+    config = {"conv_blocks": 1, "base_width": 8, "lr": 0.01, "dropout": 0.1, "max_epochs": 3, "batch_size": 32}
+    lrs: list[float] = []
+    model = fit_classifier(
+        config, images.images[train], images.labels[train], images.classes, epochs=3,
+        report=lambda m: lrs.append(m["lr"]), pbt_schedule=[(3, config | {"lr": 0.005, "dropout": 0.3})],
+    )  # fmt: skip
+    assert lrs == pytest.approx([0.01, 0.01, 0.005])
+    assert [m.p for m in model.net.modules() if isinstance(m, torch.nn.Dropout)] == [0.3]
