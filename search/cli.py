@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "resume":
             from search.engine import resume_run
 
+            _say_code_runs(args.run_dir)
             run_dir = resume_run(args.run_dir, trials=args.trials, address=args.address)
             _finish_run(run_dir, retrain=not args.no_retrain)
             return 0
@@ -220,9 +221,19 @@ def _run_dir(args: argparse.Namespace):
     return run_dir
 
 
+def _say_code_runs(run_dir) -> None:
+    """Opening a run directory runs its code: say which file, before it runs."""
+    from pathlib import Path
+
+    space = Path(run_dir).expanduser().resolve() / "space.py"
+    if space.is_file():
+        print(f"executing {space} (a run directory's space file is Python code: open only directories you trust)")
+
+
 def _report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
+    _say_code_runs(_run_dir(args))
     print(f"report: {write_report(_run_dir(args), storage=args.study_storage)}")
     return 0
 
@@ -232,6 +243,7 @@ def _retrain(args: argparse.Namespace) -> int:
     from analysis.retrain import format_test_summary, retrain
 
     run_dir = _run_dir(args)
+    _say_code_runs(run_dir)
     table = retrain(run_dir, top_k=args.top_k, seeds=args.seeds, force=args.force, tta=args.tta, ensemble=args.ensemble)
     print(format_test_summary(table))
     print(f"report: {write_report(run_dir)}")

@@ -13,6 +13,7 @@ from tests.conftest import REPO
 
 # The engine's modules that need Ray; no other module imports it.
 RAY_MODULES = {
+    "search._adapter",
     "search.engine",
     "search.gpu_packing",
     "search.ray_session",

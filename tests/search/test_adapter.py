@@ -48,3 +48,32 @@ def test_a_tuners_callbacks_and_search_algorithm(tmp_path):
     assert _adapter.restored_search_alg(tuner) is search_alg
     _adapter.replace_callbacks(tuner, [second])
     assert tuner._local_tuner._get_tune_run_arguments(tuner._local_tuner.converted_trainable)["callbacks"] == [second]
+
+
+def test_single_machine_mode_keeps_a_loopback_node_ip_and_is_undone_after():
+    import os
+
+    from ray._private import ray_constants, services
+
+    assert _adapter.SINGLE_MACHINE_ENV == "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    before = (os.environ.get(_adapter.SINGLE_MACHINE_ENV), ray_constants.ENABLE_RAY_CLUSTER)
+    with _adapter.single_machine_mode():
+        # What ray.init does with _node_ip_address="127.0.0.1", and with an address on 127.0.0.1.
+        assert services.resolve_ip_for_localhost("127.0.0.1") == "127.0.0.1"
+        assert services.resolve_ip_for_localhost("localhost") == "127.0.0.1"
+        assert os.environ[_adapter.SINGLE_MACHINE_ENV] == "0"  # the processes Ray starts inherit it
+    assert (os.environ.get(_adapter.SINGLE_MACHINE_ENV), ray_constants.ENABLE_RAY_CLUSTER) == before
+
+
+def test_token_auth_is_switched_on_for_this_process_and_its_children():
+    import os
+
+    saved = os.environ.get("RAY_AUTH_MODE")
+    try:
+        _adapter.enable_token_auth()
+        assert os.environ["RAY_AUTH_MODE"] == "token"
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
