@@ -167,6 +167,7 @@ def test_retrain_starts_a_clone_from_its_lineage_and_replays_the_later_configs()
     assert later == [(3, {"seed": 0, "max_epochs": 3, "lr": 0.2, "conv_blocks": 1})]
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
 def test_fit_classifier_replays_a_pbt_schedule(digits_16):
     import numpy as np
 
