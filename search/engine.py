@@ -20,7 +20,9 @@ The engine's jobs, one module each (this module only joins them):
     search/prepare.py      check the input, load and split the data, write the run directory (no Ray)
     search/ray_session.py  connect to Ray; how many trials the cluster fits
     search/gpu_packing.py  gpu_packing "auto": the GPU share of each trial
-    search/strategies.py   the sampler, the searcher and the scheduler
+    search/strategies.py   the searcher (OptunaSearch, or PBT's population) around the registries'
+                           sampler and scheduler (search/samplers.py, search/schedulers.py: Ray-free
+                           at import, one entry per strategy)
     search/tuner.py        Ray Tune's Tuner: build, restore (resume), extend
     search/trial.py        what runs in a Ray worker: the trainable, its checkpoints, its failures
     search/recorder.py     the driver's callback: trial files, TensorBoard, progress lines
