@@ -69,6 +69,11 @@ def median(settings, space):
 
 
 def _check_pbt(settings, space) -> None:
+    if settings.workers_per_trial > 1:
+        raise ValueError(
+            f"`scheduler` is 'pbt', but `workers_per_trial` is {settings.workers_per_trial}: PBT's clones go "
+            "through one-worker trials' checkpoints; use --workers-per-trial 1 or another scheduler"
+        )
     pbt_mutations(settings, space)
 
 

@@ -21,6 +21,7 @@ RAY_MODULES = {
     "search.strategies",
     "search.trial",
     "search.tuner",
+    "search.workers",
     # The scheduler registry's builders import Ray when a search starts, never at import.
     "search.schedulers",
 }
