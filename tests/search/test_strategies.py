@@ -121,6 +121,11 @@ def test_pbt_needs_a_trainable_that_can_change_parameters_and_something_to_mutat
         pbt_mutations(Settings(scheduler="pbt"), only_structure)
 
 
+def test_pbt_refuses_multi_worker_trials():
+    with pytest.raises(ValueError, match="`workers_per_trial` is 2"):
+        SCHEDULERS["pbt"].check(Settings(scheduler="pbt", workers_per_trial=2), SCRATCH)
+
+
 def test_pbt_mutations_stay_inside_the_space():
     mutations = pbt_mutations(Settings(scheduler="pbt"), SCRATCH)
     clip = _Clip(mutations)
