@@ -58,11 +58,15 @@ def build_leaderboard(run_dir: Path, sort_by: str | None = None, status: str | N
     objectives = dict(zip(settings.objective_names, settings.objective_modes))
     records = read_trials(run_dir)
     rows = [_row(record, metric, mode, objectives) for record in records]
-    params = sorted({key for record in records for key in record.params})
+    params = sorted({key for record in records for key in record.params} | {
+        key for record in records for segment in record.lineage.get("schedule", []) for key in segment["config"]
+    })
     fixed = list(FIXED_COLUMNS)
     if objectives:
         at = fixed.index("val_loss") + 1
         fixed[at:at] = [*objectives, "pareto", "pareto_rank"]
+    if any(record.lineage for record in records):  # PBT: which trial each cloned, at which epoch
+        fixed[fixed.index("error"):fixed.index("error")] = ["cloned_from", "cloned_at_epoch", "clones"]
     columns = fixed + [p if p not in fixed else f"param_{p}" for p in params]
     table = pd.DataFrame(rows, columns=columns)
     if objectives:
@@ -162,9 +166,15 @@ def _row(record: TrialRecord, metric: str, mode: str, objectives: dict[str, str]
         "train_time_s": round(record.metrics[-1].get("train_time_s", 0.0), 2) if record.metrics else 0.0,
         "error": record.status.get("error", ""),
     }
+    clones = record.lineage.get("clones", [])
+    row["cloned_from"] = clones[-1]["trial"] if clones else ""
+    row["cloned_at_epoch"] = clones[-1]["epoch"] if clones else None
+    row["clones"] = len(clones)
     for name in objectives or {}:
         row[name] = objective_value(record, best, name)
-    for key, value in record.params.items():
+    # A PBT clone: the config that trained its last epochs (its lineage's last), not the first one.
+    params = record.lineage["schedule"][-1]["config"] if record.lineage.get("schedule") else record.params
+    for key, value in params.items():
         row[key if key not in FIXED_COLUMNS else f"param_{key}"] = value
     return row
 

@@ -9,6 +9,8 @@
         config.json            the trial's full config: re-running it reproduces the trial
         metrics.jsonl          one JSON object per epoch
         status.json            status, epochs, error, node, times
+        lineage.json           PBT only: the trials it cloned (and at which epoch) and the
+                               hyperparameter schedule that produced its weights
         events.out.tfevents.*  TensorBoard scalars and HParams
       ray/                     Ray Tune's own experiment state and checkpoints
       leaderboard.csv
@@ -23,6 +25,7 @@ anything of search/ but its settings (``search.settings``, which imports nothing
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "LINEAGE",
     "RunDir",
     "TrialRecord",
     "append_metrics",
@@ -43,6 +47,10 @@ __all__ = [
 ]
 
 
+# A PBT trial's lineage file in its directory (search/trial.py writes it).
+LINEAGE = "lineage.json"
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     trial_id: str
@@ -50,6 +58,9 @@ class TrialRecord:
     params: dict[str, Any]  # what the space chose (searched parameters and its constants)
     metrics: list[dict[str, Any]]  # one per epoch, in order
     status: dict[str, Any]
+    # PBT: {"clones": [{"trial": parent id, "epoch": its epoch cloned}, ...], "schedule":
+    # [{"from_epoch": first epoch, "config": config from then on}, ...]}; empty for other schedulers.
+    lineage: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,7 @@ def _read_trial(directory: Path) -> TrialRecord | None:
         params=started["params"],
         metrics=_one_per_epoch(metrics),
         status=status,
+        lineage=read_json(directory / LINEAGE) if (directory / LINEAGE).is_file() else {},
     )
 
 

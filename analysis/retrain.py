@@ -223,9 +223,11 @@ def retrain(
         trial_id = str(entry["trial_id"])
         epochs = int(entry["best_epoch"])
         # The rates the trial ran at: lr_schedule "plateau" replays them (fit_classifier).
-        lrs = [m["lr"] for m in next(r for r in records if r.trial_id == trial_id).metrics if "lr" in m]
+        record = next(r for r in records if r.trial_id == trial_id)
+        lrs = [m["lr"] for m in record.metrics if "lr" in m]
+        started_as, later = pbt_schedule(recorded, record.lineage)
         for k in range(seeds):
-            config = dict(recorded["config"]) | {"threads": threads}
+            config = started_as | {"threads": threads}
             config["seed"] = int(config.get("seed", 0)) + k
             directory = root / f"{trial_id}-seed{config['seed']}"
             stored = _stored(directory, trainable, config, epochs, tta)
@@ -241,7 +243,8 @@ def retrain(
                 )
             what = "classifier fitted on frozen features" if trainable == "features" else f"{epochs} epoch(s)"
             out(f"retrain: trial {trial_id} (rank {int(entry['rank'])}), seed {config['seed']}, {what}")
-            rows.append(_train_and_test(directory, trial_id, int(entry["rank"]), trainable, config, epochs, data, settings, tta, lrs))
+            replay = [(first, later_config | {"threads": threads, "seed": config["seed"]}) for first, later_config in later]
+            rows.append(_train_and_test(directory, trial_id, int(entry["rank"]), trainable, config, epochs, data, settings, tta, lrs, replay))
     models = pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
     write_text(root / "models.csv", models.to_csv(index=False))
     table = _summarize(models, board)
@@ -303,8 +306,20 @@ def _test_metrics(probabilities: np.ndarray, labels: np.ndarray, classes) -> tup
     return summary | {"test_loss": test_loss}, confusion, per_class
 
 
+def pbt_schedule(recorded: dict, lineage: dict) -> tuple[dict, list[tuple[int, dict]]]:
+    """A trial's config at epoch 1 and its later ``(first epoch, config)``, from its config.json
+    and lineage.json. A PBT clone's weights began as its lineage's first config (an ancestor's),
+    then changed config where the schedule says; any other trial keeps its own config throughout."""
+    if not lineage.get("schedule"):
+        return dict(recorded["config"]), []
+    base = {k: v for k, v in recorded["config"].items() if k not in recorded["params"]}  # the run's trial settings
+    segments = [(segment["from_epoch"], base | segment["config"]) for segment in lineage["schedule"]]
+    return segments[0][1], segments[1:]
+
+
 def _train_and_test(
-    directory: Path, trial_id: str, rank: int, trainable: str, config: dict, epochs: int, data: FinalData, settings: dict, tta: bool, lrs: list[float]
+    directory: Path, trial_id: str, rank: int, trainable: str, config: dict, epochs: int, data: FinalData, settings: dict, tta: bool, lrs: list[float],
+    replay: list[tuple[int, dict]] = (),
 ) -> dict:
     from torch.utils.tensorboard import SummaryWriter
 
@@ -324,6 +339,8 @@ def _train_and_test(
         "dataset": settings["dataset"],
         "train_examples": len(data.train_labels),
     }
+    if replay:
+        built["pbt_schedule"] = [{"from_epoch": first, "config": later} for first, later in replay]
     began = time.perf_counter()
     if trainable == "features":
         from trainables.features import fit_feature_classifier
@@ -342,7 +359,8 @@ def _train_and_test(
                 writer.add_scalar(key, metrics[key], global_step=metrics["epoch"])
 
         model = fit_classifier(
-            config, data.train_images, data.train_labels, data.classes, epochs=epochs, report=report, lr_per_epoch=lrs
+            config, data.train_images, data.train_labels, data.classes, epochs=epochs, report=report, lr_per_epoch=lrs,
+            pbt_schedule=replay,
         )
         train_time = time.perf_counter() - began
         torch.save({k: v.detach().cpu() for k, v in model.net.state_dict().items()}, directory / "model.pt")

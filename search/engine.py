@@ -23,7 +23,9 @@ The engine's jobs, one module each (this module only joins them):
     search/ray_session.py  connect to Ray; how many trials the cluster fits, and whether it fits any
     search/gpu_packing.py  gpu_packing "auto": the GPU share of each trial, measured on a GPU
     search/workers.py      --workers-per-trial: a trial trained by Ray Train workers
-    search/strategies.py   the sampler, the searcher and the scheduler
+    search/strategies.py   the searcher (OptunaSearch, or PBT's population) around the registries'
+                           sampler and scheduler (search/samplers.py, search/schedulers.py: Ray-free
+                           at import, one entry per strategy)
     search/tuner.py        Ray Tune's Tuner: build, restore (resume), extend
     search/trial.py        what runs in a Ray worker: the trainable, its checkpoints, its failures
     search/recorder.py     the driver's callback: trial files, TensorBoard, progress lines
@@ -47,6 +49,7 @@ from search.gpu_packing import gpu_share, pack_gpus
 from search.prepare import PreparedRun, check_address, data_loading, open_data, prepare_run, write_run_dir
 from search.ray_session import check_cluster_fits, connect, fitting_trials
 from search.recorder import RunRecorder, clock
+from search.schedulers import SCHEDULERS
 from search.settings import Settings
 from search.spaces import SpaceFile, load_space
 from search.strategies import describe_searcher, nsga2_population
@@ -192,9 +195,12 @@ def _finish(run_dir: Path, settings: Settings, recorder: RunRecorder, out) -> Pa
 def _summary(out, table, path: Path, run_dir: Path, settings: Settings, seconds: float) -> None:
     stopped = int(table["status"].str.startswith("stopped").sum())
     errors = int(table["status"].str.match(r"^(error|infeasible)").sum())
+    by = SCHEDULERS[settings.scheduler].stops
+    early = f"{stopped} stopped early by {by}, " if by else ""
     out("")
     out(
-        f"finished {len(table)} trials in {clock(seconds)} ({stopped} stopped early by ASHA, {errors} errors)"
+        f"finished {len(table)} trials in {clock(seconds)} ({early}{errors} errors; "
+        f"sampler {settings.sampler}, scheduler {settings.scheduler})"
     )
     out(f"top 5 by {settings.metric}:")
     out(format_table(table, rows=5))

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from analysis.records import RunDir, write_json, write_text
+from search.samplers import SAMPLERS
+from search.schedulers import SCHEDULERS
 from search.settings import Settings
 from search.spaces import SpaceFile, dry_run
 
@@ -52,6 +54,8 @@ def prepare_run(
         out(f"model auto -> {model} with {weights} weights ({why})")
         settings = dataclasses.replace(settings, model=model, weights=weights)
     dry_run(space, settings)
+    for registry, name in ((SAMPLERS, settings.sampler), (SCHEDULERS, settings.scheduler)):
+        registry[name].check(settings, space)  # what the strategy cannot run (grid: a continuous parameter)
     check_address(settings.address)
 
     name = settings.name or f"{space.path.stem}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"

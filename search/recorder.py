@@ -41,9 +41,10 @@ class RunRecorder(tune.Callback):
         if (directory / "config.json").exists():  # restored after a failure: keep the first record
             self._status(trial, "running")
             return
+        params = {key: value for key, value in trial.config.items() if value is not None}  # strategies._population
         write_json(
             directory / "config.json",
-            {"trainable": self.settings.trainable, "config": self.defaults | trial.config, "params": trial.config},
+            {"trainable": self.settings.trainable, "config": self.defaults | params, "params": params},
         )
         self._status(trial, "running")
 

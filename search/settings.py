@@ -13,6 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+# The valid --sampler and --scheduler names are the keys of these registries (one entry each).
+from search.samplers import SAMPLERS
+from search.schedulers import SCHEDULERS
 from trainables._names import did_you_mean
 
 __all__ = [
@@ -38,9 +41,6 @@ OBJECTIVE_MODES = {
     "latency_ms": "min",  # median batch-1 inference time on the trial's device, milliseconds
 }
 
-# "nsga2" is Optuna's NSGA-II, a genetic algorithm made for multi-objective searches.
-SAMPLERS = ("tpe", "random", "nsga2")
-SCHEDULERS = ("asha", "fifo")
 
 # How trials share GPUs: "fixed" takes gpus_per_trial as given, "auto" measures (search/gpu_packing.py).
 GPU_PACKINGS = ("fixed", "auto")
@@ -97,15 +97,21 @@ class Settings:
     trials: int = 16
     # Epochs a trial trains at most; ASHA's max_t.
     max_epochs: int = 4
-    # "tpe" (Optuna's seeded TPE, multi-objective too), "random" (Optuna's random sampler, a
-    # baseline), or "nsga2" (Optuna's seeded NSGA-II, generations of max(4, min(50, trials // 4))).
+    # A name in search/samplers.py: "tpe" (seeded TPE, multi-objective too), "random", "nsga2"
+    # (multi-objective), "cmaes", "gp" (Gaussian process), "qmc" (Sobol), "grid" (every combination).
     sampler: str = "tpe"
-    # "asha" (stop poor trials early) or "fifo" (every trial trains max_epochs, a baseline).
+    # A name in search/schedulers.py: "asha" (stop poor trials early), "fifo" (every trial trains
+    # max_epochs), "hyperband", "median" (median stopping), "pbt" (Population Based Training).
     scheduler: str = "asha"
-    # Epochs every trial trains before ASHA may stop it.
+    # Epochs every trial trains before ASHA or median stopping may stop it.
     grace_period_epochs: int = 1
-    # ASHA keeps the best 1/reduction_factor of trials at each rung.
+    # ASHA and HyperBand keep the best 1/reduction_factor of trials at each rung.
     reduction_factor: int = 2
+    # PBT: epochs between two chances for a trial in the worst quarter to clone one of the best quarter.
+    pbt_interval_epochs: int = 1
+    # PBT: comma-separated parameters it mutates; empty: every unconditional parameter of the space
+    # that the trainable can change mid-training (for the classifier: lr, weight_decay, dropout, ...).
+    pbt_mutate: str = ""
     # Trials running at once; 0 means as many as the cluster's CPUs/GPUs fit.
     concurrency: int = 0
     # Resources one trial holds (per worker with workers_per_trial > 1); torch threads per trial
@@ -184,12 +190,14 @@ class Settings:
             round(self.val_fraction + self.test_fraction, 6),
             "< 0.9, so that at least 10% of the data trains",
         )
-        for field, value, choices in (("sampler", self.sampler, SAMPLERS), ("scheduler", self.scheduler, SCHEDULERS),
-                                      ("data_loading", self.data_loading, DATA_LOADINGS)):  # fmt: skip
-            if value not in choices:
-                raise ValueError(
-                    f"`{field}` is {value!r}, but must be one of {list(choices)}" + did_you_mean(value, choices)
-                )
+        SAMPLERS.entry(self.sampler)  # ValueError naming the valid names and the closest
+        SCHEDULERS.entry(self.scheduler)
+        _check(self.pbt_interval_epochs >= 1, "pbt_interval_epochs", self.pbt_interval_epochs, "an integer >= 1")
+        if self.data_loading not in DATA_LOADINGS:
+            raise ValueError(
+                f"`data_loading` is {self.data_loading!r}, but must be one of {list(DATA_LOADINGS)}"
+                + did_you_mean(self.data_loading, DATA_LOADINGS)
+            )
         if self.metric not in METRIC_MODES:
             raise ValueError(
                 f"`metric` is {self.metric!r}, but must be one of {sorted(METRIC_MODES)}"

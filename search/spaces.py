@@ -24,7 +24,16 @@ from typing import Any, Callable
 from search.settings import Settings, convert_settings, field_types, settings_from_mapping
 from trainables._names import did_you_mean
 
-__all__ = ["SpaceFile", "SpaceFunction", "dry_run", "load_space", "resolve_settings", "trial_defaults"]
+__all__ = [
+    "Parameters",
+    "SpaceFile",
+    "SpaceFunction",
+    "dry_run",
+    "load_space",
+    "parameters",
+    "resolve_settings",
+    "trial_defaults",
+]
 
 # Trial-level settings: each trial's config carries them, and a space may search or override them.
 TRIAL_SETTINGS = ("model", "weights", "max_epochs", "seed")
@@ -162,3 +171,37 @@ def dry_run(space: SpaceFile, settings: Settings, samples: int = 16) -> list[dic
             raise ValueError(f"{where}: {error}") from None
     return configs
 
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """What sampling a space many times shows of its parameters."""
+
+    distributions: dict[str, Any]  # name -> Optuna distribution (the first one seen)
+    conditional: frozenset[str]  # absent from some samples, or with a distribution that varies
+
+
+def parameters(space: SpaceFile, settings: Settings, samples: int = 64) -> Parameters:
+    """Sample ``space`` ``samples`` times at random (seeded) and collect each parameter's distribution.
+
+    A parameter is conditional when some sample lacks it or suggests it differently; a condition
+    that 64 random samples never meet goes unnoticed.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=settings.seed))
+    seen: list[dict[str, Any]] = []
+    for _ in range(samples):
+        trial = study.ask()
+        space.space(trial)  # dry_run has checked that it runs
+        seen.append(dict(trial.distributions))
+        study.tell(trial, 0.0)
+    distributions: dict[str, Any] = {}
+    for sample in seen:
+        for name, distribution in sample.items():
+            distributions.setdefault(name, distribution)
+    conditional = {
+        name for name, distribution in distributions.items() if any(s.get(name) != distribution for s in seen)
+    }
+    return Parameters(distributions=distributions, conditional=frozenset(conditional))

@@ -1,5 +1,6 @@
-"""How the next trial is chosen and when a trial stops: the Optuna sampler behind Ray's
-OptunaSearch, and the Ray Tune scheduler (ASHA, or FIFO as a baseline)."""
+"""How the next trial is chosen and when a trial stops: the sampler (search/samplers.py) behind
+Ray's OptunaSearch, and the scheduler (search/schedulers.py). Both are registry entries; this
+module only assembles them for Ray Tune."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 from search import _adapter
+from search.samplers import SAMPLERS, nsga2_population
+from search.schedulers import SCHEDULERS
 from search.settings import Settings
 from search.spaces import SpaceFile, SpaceFunction
 
-__all__ = ["STUDY", "nsga2_population"]
+__all__ = ["STUDY", "nsga2_population", "search_and_space"]
 
 # The Optuna study's name, in a fresh search and in the warm-started study of an extension.
 STUDY = "search"
@@ -30,33 +33,44 @@ def _searcher(space: SpaceFile, settings: Settings, concurrency: int, storage=No
         # finished trial's last result gives its values (early-stopped trials included).
         metric=[settings.metric, *objectives] if objectives else settings.metric,
         mode=[settings.mode, *settings.objective_modes] if objectives else settings.mode,
-        sampler=_sampler(settings),
+        sampler=_sampler(settings, space),
         study_name=STUDY,
         storage=storage,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=concurrency)
 
 
-def _sampler(settings: Settings):
+def search_and_space(space: SpaceFile, settings: Settings, concurrency: int, storage=None) -> tuple[Any, dict]:
+    """Ray Tune's search algorithm and param_space: OptunaSearch (param_space empty), or, for a
+    scheduler that takes no searcher, the population the sampler proposes up front."""
+    if SCHEDULERS[settings.scheduler].takes_searcher:
+        return _searcher(space, settings, concurrency, storage=storage), {}
+    return _population(space, settings, concurrency)
+
+
+def _sampler(settings: Settings, space: SpaceFile):
+    return SAMPLERS[settings.sampler].build(settings, space)
+
+
+def _population(space: SpaceFile, settings: Settings, concurrency: int) -> tuple[Any, dict]:
+    """Ray's BasicVariantGenerator over ``settings.trials`` configurations the sampler proposes up
+    front (asked, never told: no feedback), for a scheduler that allows no searcher beside it.
+
+    Ray completes each point from param_space, which must name every key: a conditional
+    parameter a point lacks is None there, and the trial drops it (search/trial.py)."""
     import optuna
+    from ray.tune.search import BasicVariantGenerator
 
-    if settings.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=settings.seed)
-    if settings.sampler == "nsga2":
-        # Optuna's default population (50) would spend a small budget on one random generation:
-        # about four generations of at least four trials each instead.
-        return optuna.samplers.NSGAIISampler(seed=settings.seed, population_size=nsga2_population(settings.trials))
-    # TPE starts modelling after a quarter of the budget (at most 10 random trials), and
-    # constant_liar keeps concurrent trials from being proposed on top of each other. With several
-    # objectives it splits trials by Pareto rank instead of by value.
-    return optuna.samplers.TPESampler(
-        seed=settings.seed, n_startup_trials=min(10, max(2, settings.trials // 4)), constant_liar=True
-    )
-
-
-def nsga2_population(trials: int) -> int:
-    """NSGA-II's generation size for a budget of ``trials``: a quarter of it, within [4, 50]."""
-    return max(4, min(50, trials // 4))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=_sampler(settings, space), direction="maximize")
+    configs = []
+    for _ in range(settings.trials):
+        trial = study.ask()
+        constants = space.space(trial) or {}
+        configs.append(trial.params | constants)
+    param_space = {key: None for config in configs for key in config}
+    generator = BasicVariantGenerator(points_to_evaluate=configs, max_concurrent=concurrency, random_state=settings.seed)
+    return generator, param_space
 
 
 class _MultiObjectiveOptunaSearch(OptunaSearch):
@@ -86,20 +100,8 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _scheduler(settings: Settings):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    if settings.scheduler == "fifo":
-        return FIFOScheduler()
-
-    return ASHAScheduler(
-        time_attr="epoch",
-        metric=settings.metric,
-        mode=settings.mode,
-        max_t=settings.max_epochs,
-        grace_period=settings.grace_period_epochs,
-        reduction_factor=settings.reduction_factor,
-    )
+def _scheduler(settings: Settings, space: SpaceFile):
+    return SCHEDULERS[settings.scheduler].build(settings, space)
 
 
 def describe_searcher(search_alg) -> dict[str, Any]:

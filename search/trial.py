@@ -9,7 +9,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from analysis.records import trial_dir
+from analysis.records import LINEAGE, read_json, trial_dir, write_json
 
 __all__ = ["FINAL_ERROR", "INFEASIBLE", "REPLAYED", "trial_status_from_error"]
 
@@ -23,10 +23,20 @@ INFEASIBLE = "infeasible: out of memory"
 
 
 class _RayCheckpoints:
-    """The trainable's checkpoint store, backed by Ray Tune: each epoch's state rides its report."""
+    """The trainable's checkpoint store, backed by Ray Tune: each epoch's state rides its report.
 
-    def __init__(self) -> None:
+    Each state carries its lineage: the trial that saved it and the configs that trained its
+    weights (``schedule``). A state saved by another trial means PBT made this trial a clone: the
+    lineage grows by this trial's (mutated) config and is written to the trial's lineage.json.
+    """
+
+    def __init__(self, trial_id: str = "", config: dict | None = None, directory: Path | None = None) -> None:
         self._pending: dict | None = None
+        self.trial_id, self.directory = trial_id, directory
+        self.config = dict(config or {})
+        self.schedule = [{"from_epoch": 1, "config": self.config}]
+        self.cloned: dict | None = None  # {"trial": parent, "epoch": its epoch}, reported once
+        self.max_epochs = int(self.config.get("max_epochs", 0)) or float("inf")
 
     def load(self) -> dict | None:
         import torch
@@ -35,14 +45,34 @@ class _RayCheckpoints:
         if checkpoint is None:
             return None
         with checkpoint.as_directory() as directory:
-            return torch.load(Path(directory) / "state.pt", map_location="cpu", weights_only=True)
+            state = torch.load(Path(directory) / "state.pt", map_location="cpu", weights_only=True)
+        lineage = state.pop("lineage", None)
+        if lineage is not None:
+            self.schedule = list(lineage["schedule"])
+            # PBT may clone at a trial's last epoch: the clone then trains no further epoch, and
+            # its record stays its own.
+            if lineage["trial_id"] != self.trial_id and state["epoch"] < self.max_epochs:
+                self.cloned = {"trial": lineage["trial_id"], "epoch": state["epoch"]}
+                self.schedule.append({"from_epoch": state["epoch"] + 1, "config": self.config})
+                self._write_lineage()
+        return state
 
     def save(self, state: dict) -> None:
-        self._pending = state
+        self._pending = state | {"lineage": {"trial_id": self.trial_id, "schedule": self.schedule}}
+
+    def _write_lineage(self) -> None:
+        if self.directory is None:
+            return
+        path = self.directory / LINEAGE
+        clones = read_json(path)["clones"] if path.is_file() else []
+        write_json(path, {"clones": [*clones, self.cloned], "schedule": self.schedule})
 
     def report(self, metrics: dict) -> None:
         import torch
 
+        if self.cloned is not None:  # the first report after PBT made this trial a clone
+            metrics = metrics | {"cloned_from": self.cloned["trial"], "cloned_at_epoch": self.cloned["epoch"]}
+            self.cloned = None
         if self._pending is None:
             tune.report(metrics)
             return
@@ -59,6 +89,7 @@ def _ray_trial(
     from trainables.classifier import NOT_RETRIED
 
     trial_id = tune.get_context().get_trial_id()
+    config = {key: value for key, value in config.items() if value is not None}  # see strategies._population
     if trial_id in finished:
         # The run directory says this trial ended before the driver died, after Ray's last
         # snapshot: give Ray its recorded end instead of training it again.
@@ -67,12 +98,13 @@ def _ray_trial(
             raise RuntimeError(f"this trial failed before the run was interrupted: {error}")
         tune.report(last | {REPLAYED: True})
         return
-    store = _RayCheckpoints()
+    store = _RayCheckpoints(trial_id, config, trial_dir(Path(run_dir), trial_id))
+    store.max_epochs = int((defaults | config).get("max_epochs", 0)) or store.max_epochs
     node_id = ray.get_runtime_context().get_node_id()
     # Ray retries every failed trial up to max_failures times; a failure that a retry would only
     # reproduce (divergence, out of memory at the smallest micro-batch) is remembered in the run
     # directory (shared storage) and re-raised at once instead of training again.
-    final = trial_dir(Path(run_dir), tune.get_context().get_trial_id()) / FINAL_ERROR
+    final = trial_dir(Path(run_dir), trial_id) / FINAL_ERROR
     if final.exists():
         raise _RepeatedFailure(final.read_text().strip())
 

@@ -15,9 +15,10 @@ from analysis.records import RunDir, read_trials
 from search import _adapter
 from search.ray_session import fitting_trials
 from search.recorder import RunRecorder
+from search.schedulers import SCHEDULERS
 from search.settings import Settings
 from search.spaces import SpaceFile, trial_defaults
-from search.strategies import STUDY, _scheduler, _searcher
+from search.strategies import STUDY, _scheduler, search_and_space
 from search.trial import _ray_trial
 
 __all__ = [
@@ -37,11 +38,13 @@ EXPERIMENT = "ray"
 
 
 def build_tuner(settings, space, data, recorder, name: str, trials: int, concurrency: int, storage=None):
+    search_alg, param_space = search_and_space(space, settings, concurrency, storage=storage)
     return tune.Tuner(
         _tuner_trainable(settings, data, recorder.run_dir),
+        param_space=param_space,
         tune_config=tune.TuneConfig(
-            search_alg=_searcher(space, settings, concurrency, storage=storage),
-            scheduler=_scheduler(settings),
+            search_alg=search_alg,
+            scheduler=_scheduler(settings, space),
             num_samples=trials,
             # A multi-worker trial's Train workers belong to its Tune actor: stopping the trial
             # must end that actor, so that they end with it.
@@ -53,7 +56,11 @@ def build_tuner(settings, space, data, recorder, name: str, trials: int, concurr
             storage_path=str(recorder.run_dir),
             callbacks=_callbacks(recorder),
             # A multi-worker trial is a class trainable (search/workers.py): Tune saves it every epoch.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=int(settings.workers_per_trial > 1)),
+            # PBT clones other trials' checkpoints: Ray would delete one while it is copied; keep all.
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=2 if SCHEDULERS[settings.scheduler].takes_searcher else None,
+                checkpoint_frequency=int(settings.workers_per_trial > 1),
+            ),
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             verbose=0,
         ),

@@ -22,8 +22,18 @@ RAY_MODULES = {
     "search.trial",
     "search.tuner",
     "search.workers",
+    # The scheduler registry's builders import Ray when a search starts, never at import.
+    "search.schedulers",
 }
-FLOOR = {"search.settings", "search.spaces"}
+# search.settings checks --sampler and --scheduler against the registries: they are floor too.
+FLOOR = {
+    "search.settings",
+    "search.spaces",
+    "search.registry",
+    "search.samplers",
+    "search.schedulers",
+    "search.grid_sampler",
+}
 
 
 def _imports(package: str) -> dict[str, set[str]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-__all__ = ["CONFIGS", "TRAINABLES", "get_config_class", "get_trainable"]
+__all__ = ["CONFIGS", "MUTABLE", "TRAINABLES", "get_config_class", "get_mutable_params", "get_trainable"]
 
 TRAINABLES = {
     "classifier": "trainables.classifier:train_classifier",
@@ -22,6 +22,10 @@ CONFIGS = {
     "classifier": "trainables.classifier:TrialConfig",
     "features": "trainables.features:FeatureConfig",
 }
+
+# The config keys each trainable can change between two epochs of one trial (a PBT clone
+# continues from its parent's checkpoint with them mutated); absent: it cannot.
+MUTABLE = {"classifier": "trainables.classifier:PBT_MUTABLE"}
 
 
 def get_trainable(name: str) -> Callable:
@@ -46,3 +50,11 @@ def get_config_class(name: str) -> type | None:
         return None
     module, _, attribute = CONFIGS[name].partition(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def get_mutable_params(name: str) -> frozenset[str] | None:
+    """The config keys trainable ``name`` can change mid-training, or None when it declares none."""
+    if name not in MUTABLE:
+        return None
+    module, _, attribute = MUTABLE[name].partition(":")
+    return frozenset(getattr(importlib.import_module(module), attribute))

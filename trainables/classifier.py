@@ -98,6 +98,13 @@ class TrialInfeasible(RuntimeError):
 # Failures that a retry from the last checkpoint would only reproduce.
 NOT_RETRIED = (TrialDiverged, TrialInfeasible)
 
+# Config keys a trial can change between epochs (PBT mutates them; a clone continues from its
+# parent's checkpoint): none changes the network's or the optimizer state's shape.
+PBT_MUTABLE = (
+    "lr", "weight_decay", "momentum", "dropout", "label_smoothing",
+    "hflip", "rotation_degrees", "crop_scale", "color_jitter",
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class TrialConfig:
@@ -250,10 +257,14 @@ def train_classifier(
 
     first_epoch, train_time = 1, 0.0
     state = checkpoints.load() if checkpoints is not None else None
+    mutable = {key: getattr(cfg, key) for key in PBT_MUTABLE}
     if state is not None:
         net.load_state_dict(state["model"])
+        fresh = [dict(group) for group in optimizer.param_groups]
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
+        if state.get("mutable", mutable) != mutable:  # a PBT clone: the parent's state, this config
+            take_mutation(optimizer, schedule, fresh, state["mutable"]["lr"], cfg.lr)
         torch.set_rng_state(state["rng"])
         first_epoch, train_time = state["epoch"] + 1, state["train_time_s"]
         step.micro_batch = state.get("micro_batch", step.micro_batch)  # what fitted before the restart
@@ -292,6 +303,7 @@ def train_classifier(
                     "schedule": schedule.state_dict(),
                     "rng": torch.get_rng_state(),
                     "micro_batch": step.micro_batch,
+                    "mutable": mutable,
                 }
                 | ({"scaler": precision.scaler.state_dict()} if precision.scaler is not None else {})
             )
@@ -362,8 +374,12 @@ def fit_classifier(
     epochs: int | None = None,
     report: Callable[[dict], Any] | None = None,
     lr_per_epoch: Sequence[float] | None = None,
+    pbt_schedule: Sequence[tuple[int, Mapping[str, Any]]] = (),
 ) -> Classifier:
     """Train per ``config`` on all of ``images`` for ``epochs`` epochs, without validation.
+
+    ``pbt_schedule``: a PBT trial's later configs, ``(first epoch, config)`` in order; from each first
+    epoch on, its PBT_MUTABLE values apply (as they did when PBT's clone continued there).
 
     The learning-rate schedule still spans ``config["max_epochs"]``: stopping at epoch ``epochs``
     replays a trial's first ``epochs`` epochs exactly as they ran (same rates, same seeded batch
@@ -394,8 +410,15 @@ def fit_classifier(
     weights = inverse_frequency_weights(train_y, len(classes)) if cfg.class_weights else None
     step = _Step(net, optimizer, _loss_fn(cfg, weights), normalize, precision, micro_batch=min(cfg.batch_size, len(train_x)))
     train_time = 0.0
+    later = {first: TrialConfig.from_mapping(dict(later_config)) for first, later_config in pbt_schedule}
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
+        if epoch in later:
+            mutated = later[epoch]
+            take_mutation(optimizer, schedule, [dict(g) for g in _optimizer(mutated, net).param_groups], cfg.lr, mutated.lr)
+            set_dropout(net, mutated.dropout if mutated.use_dropout else 0.0)
+            step.loss_fn = _loss_fn(mutated, weights)
+            cfg = mutated
         set_phase(net, cfg, epoch)
         if replay is not None:
             schedule.set_head_lr(replay[epoch - 1])
@@ -406,6 +429,32 @@ def fit_classifier(
         if report is not None:
             report({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "lr": lr, "train_time_s": train_time})
     return Classifier(net=net, normalize=normalize, classes=tuple(classes), config=cfg)
+
+
+def take_mutation(optimizer, schedule: "_Schedule", fresh: list[dict], saved_lr: float, lr: float) -> None:
+    """After loading a state saved under other PBT_MUTABLE values: the optimizer's groups take the
+    hyperparameters they were built with (``fresh``: weight decay, momentum), and every learning
+    rate keeps its place in the schedule, scaled by ``lr / saved_lr``. Dropout, label smoothing and
+    augmentation need nothing: the network, loss and augmentation were built from the new config."""
+    ratio = lr / saved_lr
+    for group, built in zip(optimizer.param_groups, fresh):
+        for key, value in built.items():
+            if key in ("lr", "initial_lr", "max_lr", "min_lr"):
+                if key in group:
+                    group[key] *= ratio
+            elif key != "params" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                group[key] = value
+    if hasattr(schedule.scheduler, "base_lrs"):
+        schedule.scheduler.base_lrs = [base * ratio for base in schedule.scheduler.base_lrs]
+
+
+def set_dropout(net: nn.Module, rate: float) -> None:
+    """Set the dropout rate of a built network: its nn.Dropout modules and a timm model's drop_rate."""
+    for module in net.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = rate
+    if hasattr(net, "drop_rate"):
+        net.drop_rate = rate
 
 
 def _at_trial_size(images: torch.Tensor, cfg: TrialConfig) -> torch.Tensor:
