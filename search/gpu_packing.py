@@ -30,12 +30,7 @@ def pack_gpus(prepared: PreparedRun, data, out: Callable[[str], None]) -> Settin
     CUDA context allow."""
     from trainables.classifier import trials_per_gpu
 
-    settings = prepared.settings
-    if ray.cluster_resources().get("GPU", 0) < 1:
-        raise ValueError(
-            "`gpu_packing` is 'auto', but the Ray cluster has no GPU to measure on: "
-            "use gpu_packing 'fixed' (the default) on CPU-only clusters"
-        )
+    settings = prepared.settings  # a cluster without a GPU was refused by ray_session.check_cluster_fits
     corners, samples = corner_configs(prepared.space, settings), dry_run(prepared.space, settings)
     configs = corners + samples
     measured = ray.get(_measure_on_gpu.remote(configs, data))

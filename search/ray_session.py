@@ -106,6 +106,11 @@ def check_cluster_fits(settings: Settings, resources: dict, started_here: bool) 
     on a cluster with none (unless it may still add them: a joined cluster with --concurrency
     set, as with an autoscaler), or one trial's workers needing more than the whole cluster."""
     gpus = resources.get("GPU", 0)
+    if settings.gpu_packing == "auto" and gpus < 1:  # it measures on a GPU before any trial starts
+        raise ValueError(
+            "`gpu_packing` is 'auto', but the Ray cluster has no GPU to measure on: "
+            "use gpu_packing 'fixed' (the default) on CPU-only clusters"
+        )
     if settings.gpus_per_trial and gpus < 1e-9 and (started_here or not settings.concurrency):
         where = "the local Ray session" if started_here else f"the Ray cluster at {settings.address!r}"
         raise ValueError(
