@@ -32,6 +32,7 @@ __all__ = [
     "TrialRecord",
     "append_metrics",
     "read_json",
+    "read_trial",
     "read_trials",
     "trial_dir",
     "unfinished_budget",
@@ -82,30 +83,40 @@ def trial_dir(run_dir: Path, trial_id: str) -> Path:
 
 def read_trials(run_dir: Path) -> list[TrialRecord]:
     """Every trial recorded under ``run_dir``, in the order the trials started."""
-    records = []
-    for directory in sorted((Path(run_dir) / "trials").glob("*/")):
-        if not (directory / "config.json").is_file():
-            continue
-        started = read_json(directory / "config.json")
-        metrics = []
-        if (directory / "metrics.jsonl").is_file():
-            for line in (directory / "metrics.jsonl").read_text().splitlines():
-                try:
-                    metrics.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # torn last line after a crash
-        status = read_json(directory / "status.json") if (directory / "status.json").is_file() else {}
-        records.append(
-            TrialRecord(
-                trial_id=directory.name,
-                config=started["config"],
-                params=started["params"],
-                metrics=_one_per_epoch(metrics),
-                status=status,
-            )
-        )
+    records = [
+        _read_record(directory)
+        for directory in sorted((Path(run_dir) / "trials").glob("*/"))
+        if (directory / "config.json").is_file()
+    ]
     records.sort(key=lambda r: (r.status.get("started_at", ""), r.trial_id))
     return records
+
+
+def read_trial(run_dir: Path, trial_id: str) -> TrialRecord:
+    """One recorded trial; FileNotFoundError when it has no config.json."""
+    directory = trial_dir(run_dir, trial_id)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"trial {trial_id!r} has no record in {Path(run_dir) / 'trials'}")
+    return _read_record(directory)
+
+
+def _read_record(directory: Path) -> TrialRecord:
+    started = read_json(directory / "config.json")
+    metrics = []
+    if (directory / "metrics.jsonl").is_file():
+        for line in (directory / "metrics.jsonl").read_text().splitlines():
+            try:
+                metrics.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # torn last line after a crash
+    status = read_json(directory / "status.json") if (directory / "status.json").is_file() else {}
+    return TrialRecord(
+        trial_id=directory.name,
+        config=started["config"],
+        params=started["params"],
+        metrics=_one_per_epoch(metrics),
+        status=status,
+    )
 
 
 # Statuses of trials that will not train again (search/engine.py's recorder writes them).
