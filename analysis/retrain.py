@@ -269,6 +269,14 @@ def retrain(
         f"retrain: {len(models)} model(s) ({reused} reused from an earlier retrain; --force retrains them) "
         f"in {time.monotonic() - started:.1f} s; test results: {run_dir / 'test_results.csv'}"
     )
+    if (run_dir / "mlflow.json").is_file():  # the search was tracked in MLflow: so is its winner
+        from analysis.tracking import log_retrain
+
+        try:
+            logged = log_retrain(run_dir, table, models)
+            out(f"retrain: logged to MLflow, run(s) {', '.join(logged)}")
+        except Exception as error:  # noqa: BLE001 (tracking never loses the test results written above)
+            out(f"retrain: MLflow logging failed ({type(error).__name__}: {error}); the results above are written")
     if ensemble:
         labels = (data or load_final_data(run_dir)).test_labels
         members = [[root / f"{trial_id}-seed{seed}" for seed in group["seed"]] for trial_id, group in models.groupby("trial_id", sort=False)]

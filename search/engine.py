@@ -40,6 +40,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from analysis.leaderboard import format_table, write_leaderboard
 from analysis.records import append_metrics, trial_dir, write_json, write_text
+from analysis.tracking import check_tracking_uri, tracking_uri
 from search.progress import Progress
 from search.settings import Settings
 from search.spaces import SpaceFile, SpaceFunction, dry_run, load_space, trial_defaults
@@ -86,6 +87,10 @@ def prepare_run(
         settings = dataclasses.replace(settings, model=model, weights=weights)
     dry_run(space, settings)
     _check_address(settings.address)
+    uri = tracking_uri(settings.mlflow)  # --mlflow, else MLFLOW_TRACKING_URI
+    if uri:
+        check_tracking_uri(uri)
+        settings = dataclasses.replace(settings, mlflow=uri)
 
     name = settings.name or f"{space.path.stem}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
     run_dir = Path(settings.storage).expanduser().resolve() / name
@@ -370,7 +375,13 @@ def _tuner_trainable(settings: Settings, data, run_dir: Path, finished: dict | N
 
 def _callbacks(recorder: "_RunRecorder") -> list:
     # Ray's own per-trial JSON/CSV results beside ours, without its TensorBoard logger.
-    return [recorder, JsonLoggerCallback(), CSVLoggerCallback()]
+    callbacks = [recorder, JsonLoggerCallback(), CSVLoggerCallback()]
+    if recorder.settings.mlflow:  # after the recorder, which writes each trial's status first
+        from search.tracking import MlflowCallback
+
+        settings = recorder.settings
+        callbacks.append(MlflowCallback(recorder.run_dir, settings.mlflow, settings.metric, settings.mode))
+    return callbacks
 
 
 def _trial_dirname(trial) -> str:
