@@ -116,6 +116,7 @@ def test_suggest_errors_name_the_parameter_the_values_the_rule_and_the_line(tmp_
 
 def test_a_parameter_whose_kind_changes_between_trials_is_named(tmp_path):
     body = """
+        TRAINABLE = "tests.trivial:constant"
         def space(trial):
             if trial.number == 0:
                 trial.suggest_float("depth", 1, 4)
