@@ -83,6 +83,8 @@ TTA_METRICS = ("test_acc_tta", "test_loss_tta", "test_balanced_acc_tta")
 MODEL_COLUMNS = (
     "trial_id", "rank", "seed", "epochs", *SUMMARY_METRICS, *TTA_METRICS, "test_examples", "train_examples", "retrain_time_s",
 )  # fmt: skip
+# The classic baseline's columns of test_results.csv (the same on every row: one per run).
+BASELINE_COLUMNS = ("baseline", "baseline_test_acc", "baseline_test_balanced_acc")
 # Trainables whose trials can be retrained and tested here.
 RETRAINABLE = ("classifier", "features")
 # Training images whose refit probabilities predict checks against the stored ones (features models).
@@ -263,6 +265,14 @@ def retrain(
     models = pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
     write_text(root / "models.csv", models.to_csv(index=False))
     table = _summarize(models, board)
+    # A classic baseline on the same split, shown beside the winner (analysis/baseline.py).
+    from analysis.baseline import fit_baseline
+
+    if data is None:
+        data = load_final_data(run_dir)
+    baseline = fit_baseline(root, data, chosen[0][1]["config"], threads=threads, force=force)
+    for key in BASELINE_COLUMNS:
+        table[key] = baseline[key]
     write_text(run_dir / "test_results.csv", table.to_csv(index=False))
     _write_per_trial(root, models)
     out(
@@ -575,5 +585,12 @@ def format_test_summary(table: pd.DataFrame) -> str:
                 if "test_acc_tta_mean" in row and not pd.isna(row["test_acc_tta_mean"])
                 else ""
             )
+        )
+    if len(table) and "baseline_test_acc" in table:
+        row = table.iloc[0]
+        lines.append(
+            f"baseline ({row['baseline']}, same split): test accuracy {row['baseline_test_acc']:.4f}, "
+            f"balanced {row['baseline_test_balanced_acc']:.4f} | winner {row['test_acc_mean']:.4f} "
+            f"({row['test_acc_mean'] - row['baseline_test_acc']:+.4f})"
         )
     return "\n".join(lines)
