@@ -1,6 +1,6 @@
 """How much of one search's result is luck: the whole default search, with retraining, under k seeds.
 
-    python benchmarks/search_variance.py [--seeds 3] [--storage DIR] [-- extra run options]
+    python benchmarks/search_variance.py [--seeds 3] [--storage DIR] [--reuse] [-- extra run options]
 
 Each seed runs ``python -m search run spaces/resnet.py --seed S`` (12 trials of the pretrained
 backbone on digits, then the winner retrained with 3 seeds and tested once), one after another.
@@ -26,6 +26,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="searches to run, seeds 0..k-1 (default 3)")
     parser.add_argument("--space", default="spaces/resnet.py")
     parser.add_argument("--storage", default=None, help="keep the run directories here (default: a temporary one)")
+    parser.add_argument(
+        "--reuse", action="store_true",
+        help="a seed whose run directory exists under --storage is not searched again: `retrain` reuses its "
+        "models (and adds what this checkout's retrain adds, e.g. the baseline)",
+    )  # fmt: skip
     parser.add_argument("extra", nargs="*", help="further `run` options, after --")
     args = parser.parse_args()
     if args.seeds < 3:
@@ -33,9 +38,14 @@ def main() -> None:
     storage = Path(args.storage or tempfile.mkdtemp(prefix="search-variance-")).resolve()
     rows = []
     for seed in range(args.seeds):
-        seconds, _ = run_cli(
-            "run", args.space, "--seed", str(seed), "--storage", str(storage), "--name", f"variance-seed{seed}", *args.extra
-        )
+        run_dir = storage / f"variance-seed{seed}"
+        if args.reuse and (run_dir / "test_results.csv").is_file():
+            run_cli("retrain", str(run_dir))
+            seconds = float("nan")  # not searched now
+        else:
+            seconds, _ = run_cli(
+                "run", args.space, "--seed", str(seed), "--storage", str(storage), "--name", run_dir.name, *args.extra
+            )
         results = pd.read_csv(storage / f"variance-seed{seed}" / "test_results.csv", dtype={"trial_id": str})
         winner = results.iloc[0]
         row = {
@@ -65,7 +75,9 @@ def main() -> None:
     baselines = [r["baseline_test_acc"] for r in rows if r["baseline_test_acc"] == r["baseline_test_acc"]]
     if len(baselines) >= 2:
         print(f"baseline's test accuracy: {statistics.mean(baselines):.4f} ± {statistics.stdev(baselines):.4f}")
-    print(f"minutes per search: {statistics.mean(r['minutes'] for r in rows):.1f} (on {time.strftime('%Y-%m-%d')})")
+    timed = [r["minutes"] for r in rows if r["minutes"] == r["minutes"]]
+    if timed:
+        print(f"minutes per search, retrain included: {statistics.mean(timed):.1f} (on {time.strftime('%Y-%m-%d')})")
 
 
 if __name__ == "__main__":

@@ -198,7 +198,8 @@ def test_retrain_shows_a_baseline_and_logs_the_winner_to_mlflow(repeated_runs, t
     assert row["baseline"] == "logistic regression on pixels"
     assert 0.5 < row["baseline_test_acc"] <= 1.0  # digits: a linear model on pixels does well
     assert "Classic baseline, logistic regression on pixels" in first.report().read_text()
-    runs = mlflow.search_runs(experiment_names=["image-search"], filter_string="tags.kind = 'retrain'", tracking_uri=uri)
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["image-search"], filter_string="tags.kind = 'retrain'")
     assert len(runs) == 1 and runs["tags.trial_id"].iloc[0] == first.best["trial_id"]
     assert runs["metrics.test_acc_mean"].iloc[0] == pytest.approx(row["test_acc_mean"])
     artifacts = mlflow.MlflowClient(uri).list_artifacts(runs["run_id"].iloc[0], "model")
@@ -209,3 +210,18 @@ def test_retrain_shows_a_baseline_and_logs_the_winner_to_mlflow(repeated_runs, t
     Image.new("RGB", (16, 16), "white").save(image)
     (ranked,) = first.predict([image], top=3)
     assert len(ranked) == 3 and sum(p for _, p in ranked) <= 1.0 + 1e-6
+
+
+def test_the_readme_notebook_example_runs(ray_session, tmp_path, monkeypatch):
+    text = (REPO / "README.md").read_text()
+    marker = "<!-- notebook example: tests/test_api.py runs this block -->"
+    assert marker in text
+    code = text.split(marker, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)  # its runs/ and mlflow.db land here
+    (tmp_path / "spaces").symlink_to(REPO / "spaces")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    result, tested = namespace["result"], namespace["tested"]
+    assert len(result.leaderboard) == 4 and result.best["trial_id"] == tested["trial_id"].iloc[0]
+    assert tested["baseline_test_acc"].iloc[0] > 0.5 and (result.dir / "report.md").is_file()
+    assert namespace["again"].dir == result.dir and (tmp_path / "mlflow.db").is_file()
