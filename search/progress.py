@@ -8,6 +8,7 @@ No Ray here: the engine's recorder calls ``update``.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any, Callable
@@ -19,7 +20,7 @@ class Progress:
     """``update(finished, total, line)``: show where a search is, without flooding the output.
 
     ``out`` receives the plain lines; ``terminal`` (default: ``out`` is ``print`` and stdout is a
-    terminal) draws a tqdm bar on stderr instead. ``clock`` is injectable for tests.
+    terminal) draws a tqdm bar on stdout instead. ``clock`` is injectable for tests.
     """
 
     def __init__(
@@ -66,12 +67,20 @@ class Progress:
         from tqdm import tqdm
 
         if self._bar is None:
+            file = self.bar_file or sys.stdout
+            try:
+                width = os.get_terminal_size(file.fileno()).columns
+            except (AttributeError, OSError, ValueError):  # not a real terminal (a test's StringIO)
+                width = 0
+            # A terminal that reports no width (a pty nobody sized) would get an empty bar.
+            size = {"dynamic_ncols": True} if width > 0 else {"ncols": 100}
             self._bar = tqdm(
                 total=total,
                 unit="trial",
-                dynamic_ncols=True,
+                **size,
                 mininterval=1.0,  # redraws at most once a second, however fast trials finish
-                file=self.bar_file or sys.stderr,
+                # stdout, the terminal that was checked (Ray Tune swaps sys.stderr in the driver).
+                file=file,
                 smoothing=0.1,
             )
         if self._bar.total != total:
