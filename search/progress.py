@@ -73,7 +73,7 @@ class Progress:
             except (AttributeError, OSError, ValueError):  # not a real terminal (a test's StringIO)
                 width = 0
             # A terminal that reports no width (a pty nobody sized) would get an empty bar.
-            size = {"dynamic_ncols": True} if width > 0 else {"ncols": 100}
+            size = {"dynamic_ncols": True} if width > 0 else {"ncols": 100, "nrows": 24}
             self._bar = tqdm(
                 total=total,
                 unit="trial",
