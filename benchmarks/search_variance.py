@@ -31,6 +31,10 @@ def main() -> None:
         help="a seed whose run directory exists under --storage is not searched again: `retrain` reuses its "
         "models (and adds what this checkout's retrain adds, e.g. the baseline)",
     )  # fmt: skip
+    parser.add_argument(
+        "--retrain-seeds", type=int, default=None,
+        help="with --reuse: models per winner that `retrain` tests (default: retrain's own, 3)",
+    )  # fmt: skip
     parser.add_argument("extra", nargs="*", help="further `run` options, after --")
     args = parser.parse_args()
     if args.seeds < 3:
@@ -40,7 +44,7 @@ def main() -> None:
     for seed in range(args.seeds):
         run_dir = storage / f"variance-seed{seed}"
         if args.reuse and (run_dir / "test_results.csv").is_file():
-            run_cli("retrain", str(run_dir))
+            run_cli("retrain", str(run_dir), *(["--seeds", str(args.retrain_seeds)] if args.retrain_seeds else []))
             seconds = float("nan")  # not searched now
         else:
             seconds, _ = run_cli(
