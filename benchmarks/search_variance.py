@@ -43,7 +43,7 @@ def main() -> None:
     rows = []
     for seed in range(args.seeds):
         run_dir = storage / f"variance-seed{seed}"
-        if args.reuse and (run_dir / "test_results.csv").is_file():
+        if args.reuse and (run_dir / "leaderboard.csv").is_file():  # its search finished
             run_cli("retrain", str(run_dir), *(["--seeds", str(args.retrain_seeds)] if args.retrain_seeds else []))
             seconds = float("nan")  # not searched now
         else:
