@@ -19,7 +19,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from analysis.records import TrialRecord, read_json, read_trials, write_text
+from analysis.records import RunDir, TrialRecord, read_trials, write_text
 
 __all__ = [
     "FIXED_COLUMNS",
@@ -53,9 +53,9 @@ def build_leaderboard(run_dir: Path, sort_by: str | None = None, status: str | N
     ``sort_by`` ranks by another column (its direction: higher is better for *acc*, else lower);
     ``status`` keeps the rows whose status starts with it ("completed", "stopped", "error", ...).
     """
-    settings = read_json(Path(run_dir) / "settings.json")
-    metric, mode = settings["metric"], settings["mode"]
-    objectives = objectives_of(settings)
+    settings = RunDir.open(run_dir).settings()
+    metric, mode = settings.metric, settings.mode
+    objectives = dict(zip(settings.objective_names, settings.objective_modes))
     records = read_trials(run_dir)
     rows = [_row(record, metric, mode, objectives) for record in records]
     params = sorted({key for record in records for key in record.params})

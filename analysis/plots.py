@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.records import read_json, read_trials
+from analysis.records import RunDir, read_trials
 
 __all__ = ["plot_confusion", "plot_importance", "plot_learning_curves", "plot_parameters", "plot_pareto"]
 
@@ -31,8 +31,7 @@ def plot_learning_curves(run_dir: Path, path: Path, top: int = 5) -> Path:
     """The run's metric per epoch of every trial: the ``top`` trials of the leaderboard in colour, the rest grey."""
     from analysis.leaderboard import build_leaderboard
 
-    settings = read_json(Path(run_dir) / "settings.json")
-    metric = settings["metric"]
+    metric = RunDir(Path(run_dir)).settings().metric
     board = build_leaderboard(run_dir)
     best = [str(t) for t in board.loc[board["rank"].notna(), "trial_id"].head(top)]
     figure = _figure(8, 4.5)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.records import read_json
+from analysis.records import RunDir
 
 __all__ = ["predict"]
 
@@ -31,11 +31,10 @@ def predict(run_dir: Path, images: list[str | Path], top: int = 5) -> list[list[
     from trainables.data import UNREADABLE_IMAGE_ERRORS, load_image
 
     run_dir = Path(run_dir)
-    if not (run_dir / "settings.json").is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (it has no settings.json)")
+    run = RunDir.open(run_dir)
     if not images:
         raise ValueError("no image given: pass one or more image files")
-    image_size = read_json(run_dir / "settings.json")["image_size"]
+    image_size = run.settings().image_size
     batch = []
     for path in images:
         path = Path(path)

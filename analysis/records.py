@@ -16,7 +16,9 @@
       test_results.csv, retrain/                       analysis.retrain (the only reader of the test split)
 
 Every file is written atomically (temporary file, then rename), so a crash leaves the previous
-version. Nothing here imports Ray.
+version; a metrics line torn by a crash is skipped when read. ``RunDir`` is the typed view of one
+run directory that the engine, the analysis and the CLI share. Nothing here imports Ray, nor
+anything of search/ but its settings (``search.settings``, which imports nothing heavy).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "RunDir",
     "TrialRecord",
     "append_metrics",
     "read_json",
@@ -48,6 +51,55 @@ class TrialRecord:
     params: dict[str, Any]  # what the space chose (searched parameters and its constants)
     metrics: list[dict[str, Any]]  # one per epoch, in order
     status: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One run directory: ``RunDir.open(path)`` checks that it is one, the methods read and write its files."""
+
+    path: Path
+
+    @classmethod
+    def open(cls, path: Path | str) -> "RunDir":
+        """The run directory at ``path``; FileNotFoundError when it has no settings.json.
+
+        The one "is this a run directory" check of the engine, the analysis and the CLI.
+        """
+        run_dir = cls(Path(path))
+        if not run_dir.settings_path.is_file():
+            raise FileNotFoundError(f"{str(path)!r} is not a run directory (it has no settings.json)")
+        return run_dir
+
+    @property
+    def settings_path(self) -> Path:
+        return self.path / "settings.json"
+
+    def settings(self) -> Any:
+        """The run's resolved settings as ``search.settings.Settings`` (recorded fields a newer or
+        older version does not know are left out; missing ones take their defaults)."""
+        from search.settings import Settings, field_types
+
+        types = field_types()
+        return Settings(**{k: v for k, v in read_json(self.settings_path).items() if k in types})
+
+    def write_settings(self, settings: Any) -> None:
+        """Record ``settings`` (a ``Settings``), with the mode its metric implies."""
+        write_json(self.settings_path, settings.to_dict() | {"mode": settings.mode})
+
+    def split(self) -> dict[str, Any]:
+        """split.json: data set, image size, seed, classes, and the train/val/test indices."""
+        return read_json(self.path / "split.json")
+
+    def trials(self) -> list[TrialRecord]:
+        """Every trial recorded, in the order the trials started (``read_trials``)."""
+        return read_trials(self.path)
+
+    def trial(self, trial_id: str) -> TrialRecord | None:
+        """The record of ``trial_id``, or None when it has none (yet)."""
+        return _read_trial(trial_dir(self.path, trial_id))
+
+    def trial_dir(self, trial_id: str) -> Path:
+        return trial_dir(self.path, trial_id)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -83,24 +135,23 @@ def trial_dir(run_dir: Path, trial_id: str) -> Path:
 
 def read_trials(run_dir: Path) -> list[TrialRecord]:
     """Every trial recorded under ``run_dir``, in the order the trials started."""
-    records = [
-        _read_record(directory)
-        for directory in sorted((Path(run_dir) / "trials").glob("*/"))
-        if (directory / "config.json").is_file()
-    ]
+    records = [_read_trial(directory) for directory in sorted((Path(run_dir) / "trials").glob("*/"))]
+    records = [record for record in records if record is not None]
     records.sort(key=lambda r: (r.status.get("started_at", ""), r.trial_id))
     return records
 
 
 def read_trial(run_dir: Path, trial_id: str) -> TrialRecord:
     """One recorded trial; FileNotFoundError when it has no config.json."""
-    directory = trial_dir(run_dir, trial_id)
-    if not (directory / "config.json").is_file():
+    record = _read_trial(trial_dir(run_dir, trial_id))
+    if record is None:
         raise FileNotFoundError(f"trial {trial_id!r} has no record in {Path(run_dir) / 'trials'}")
-    return _read_record(directory)
+    return record
 
 
-def _read_record(directory: Path) -> TrialRecord:
+def _read_trial(directory: Path) -> TrialRecord | None:
+    if not (directory / "config.json").is_file():
+        return None
     started = read_json(directory / "config.json")
     metrics = []
     if (directory / "metrics.jsonl").is_file():
@@ -119,14 +170,14 @@ def _read_record(directory: Path) -> TrialRecord:
     )
 
 
-# Statuses of trials that will not train again (search/engine.py's recorder writes them).
+# Statuses of trials that will not train again (search/recorder.py writes them).
 ENDED_STATUSES = ("completed", "stopped early", "diverged", "error", "infeasible")
 
 
 def unfinished_budget(run_dir: Path) -> int:
     """How many of the run's budgeted trials have not ended: 0 for a finished search; more after
     Ctrl-C, a killed driver or a lost cluster (``python -m search resume`` finishes them)."""
-    budget = int(read_json(Path(run_dir) / "settings.json")["trials"])
+    budget = RunDir(Path(run_dir)).settings().trials
     ended = sum(1 for r in read_trials(run_dir) if r.status.get("status", "").startswith(ENDED_STATUSES))
     return max(0, budget - ended)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.records import read_json, write_text
+from analysis.records import RunDir, write_text
 
 __all__ = ["markdown_table", "write_report"]
 
@@ -29,9 +29,8 @@ def write_report(run_dir: Path, storage: str | None = None, top: int = 10) -> Pa
     from analysis.study import export_study, frozen_trials, write_importance
 
     run_dir = Path(run_dir)
-    if not (run_dir / "settings.json").is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (it has no settings.json)")
-    settings = read_json(run_dir / "settings.json")
+    recorded = RunDir.open(run_dir).settings()
+    settings = recorded.to_dict() | {"mode": recorded.mode}
     metric = settings["metric"]
     board, _ = write_leaderboard(run_dir)
     importance, _ = write_importance(run_dir)

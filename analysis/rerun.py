@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.records import read_json, trial_dir
+from analysis.records import RunDir, read_json, trial_dir
 
 __all__ = ["load_trial_data", "rerun_trial"]
 
@@ -22,9 +22,9 @@ def load_trial_data(run_dir: Path):
     """The run's train and validation images, rebuilt from its settings and recorded split."""
     from trainables.data import Split, load_dataset, trial_data
 
-    settings = read_json(Path(run_dir) / "settings.json")
-    split = read_json(Path(run_dir) / "split.json")
-    images = load_dataset(settings["dataset"], settings["image_size"])
+    run = RunDir(Path(run_dir))
+    settings, split = run.settings(), run.split()
+    images = load_dataset(settings.dataset, settings.image_size)
     if list(images.classes) != split["classes"]:
         raise ValueError(f"the data set's classes changed since the run: {images.classes} vs {split['classes']}")
     indices = Split(*(np.asarray(split[part], dtype=np.int64) for part in ("train", "val", "test")))

@@ -55,7 +55,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from analysis.records import read_json, read_trials, trial_dir, write_json, write_text
+from analysis.records import RunDir, read_json, read_trials, trial_dir, write_json, write_text
 
 __all__ = [
     "FinalData",
@@ -116,8 +116,9 @@ def load_final_data(run_dir: Path) -> FinalData:
 def _load_final_data(run_dir: Path, with_test: bool) -> FinalData:
     from trainables.data import load_dataset
 
-    settings = read_json(Path(run_dir) / "settings.json")
-    split = read_json(Path(run_dir) / "split.json")
+    run = RunDir(Path(run_dir))
+    recorded, split = run.settings(), run.split()
+    settings = recorded.to_dict() | {"mode": recorded.mode}
     images = load_dataset(settings["dataset"], settings["image_size"])
     if list(images.classes) != split["classes"]:
         raise ValueError(
@@ -208,15 +209,15 @@ def retrain(
     from analysis.leaderboard import build_leaderboard
 
     run_dir = Path(run_dir)
-    if not (run_dir / "settings.json").is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (it has no settings.json)")
+    run = RunDir.open(run_dir)
     if top_k < 1:
         raise ValueError(f"The value of `top_k` is {top_k}, but must be an integer >= 1.")
     if seeds < 1:
         raise ValueError(f"The value of `seeds` is {seeds}, but must be an integer >= 1.")
     if ensemble and top_k < 2:
         raise ValueError(f"`ensemble` averages the top-k trials' models, so `top_k` must be >= 2, but it is {top_k} (e.g. --top-k 3 --ensemble).")
-    settings = read_json(run_dir / "settings.json")
+    recorded = run.settings()
+    settings = recorded.to_dict() | {"mode": recorded.mode}
     board = build_leaderboard(run_dir)
     ranked = board[board["rank"].notna() & (board["status"] != "error")]
     records = read_trials(run_dir)

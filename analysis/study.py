@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.records import read_json, read_trials, write_text
+from analysis.records import RunDir, read_trials, write_text
 
 __all__ = [
     "IMPORTANCE_COLUMNS",
@@ -61,7 +61,8 @@ class _Replay:
         from search.spaces import load_space
 
         self.run_dir = run_dir
-        self.settings = read_json(run_dir / "settings.json")
+        recorded = RunDir(run_dir).settings()
+        self.settings = recorded.to_dict() | {"mode": recorded.mode}
         self.metric, self.mode = self.settings["metric"], self.settings["mode"]
         self.objectives = list(objectives_of(self.settings))
         self.space = load_space(run_dir / "space.py")

@@ -1,6 +1,7 @@
 """How a search runs: the CLI (``python -m search``), the settings, space files, and the engine.
 
-Only ``search.engine`` imports Ray; everything else here imports in milliseconds.
+Only the engine (``search.engine`` and the modules it joins, one per job) imports Ray; the CLI,
+settings, space files and ``search.prepare`` import in milliseconds, so bad input fails without Ray.
 
 The Python API (``search/api.py``): ``from search import run, resume, open_run``.
 """

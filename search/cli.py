@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "resume":
             from search.engine import resume_run
 
+            _say_code_runs(args.run_dir)
             run_dir = resume_run(args.run_dir, trials=args.trials, address=args.address)
             _finish_run(run_dir, retrain=not args.no_retrain)
             return 0
@@ -168,7 +169,7 @@ def _finish_run(run_dir, retrain: bool) -> None:
 
 
 def _prepare(args: argparse.Namespace):
-    from search.engine import prepare_run
+    from search.prepare import prepare_run  # Ray-free: bad input fails before Ray is imported
     from search.spaces import load_space, resolve_settings
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "space", "overwrite", "no_retrain")}
@@ -180,10 +181,10 @@ def _leaderboard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from analysis.leaderboard import build_leaderboard, format_table, write_leaderboard
+    from analysis.records import RunDir
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "settings.json").is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (it has no settings.json)")
+    RunDir.open(run_dir)  # FileNotFoundError when it is not a run directory
     table, path = write_leaderboard(run_dir)
     if args.sort or args.status:
         table = build_leaderboard(run_dir, sort_by=args.sort, status=args.status)
@@ -195,15 +196,26 @@ def _leaderboard(args: argparse.Namespace) -> int:
 def _run_dir(args: argparse.Namespace):
     from pathlib import Path
 
+    from analysis.records import RunDir
+
     run_dir = Path(args.run_dir)
-    if not (run_dir / "settings.json").is_file():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (it has no settings.json)")
+    RunDir.open(run_dir)  # FileNotFoundError when it is not a run directory
     return run_dir
+
+
+def _say_code_runs(run_dir) -> None:
+    """Opening a run directory runs its code: say which file, before it runs."""
+    from pathlib import Path
+
+    space = Path(run_dir).expanduser().resolve() / "space.py"
+    if space.is_file():
+        print(f"executing {space} (a run directory's space file is Python code: open only directories you trust)")
 
 
 def _report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
+    _say_code_runs(_run_dir(args))
     print(f"report: {write_report(_run_dir(args), storage=args.study_storage)}")
     return 0
 
@@ -213,6 +225,7 @@ def _retrain(args: argparse.Namespace) -> int:
     from analysis.retrain import format_test_summary, retrain
 
     run_dir = _run_dir(args)
+    _say_code_runs(run_dir)
     table = retrain(run_dir, top_k=args.top_k, seeds=args.seeds, force=args.force, tta=args.tta, ensemble=args.ensemble)
     print(format_test_summary(table))
     print(f"report: {write_report(run_dir)}")

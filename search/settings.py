@@ -41,7 +41,7 @@ OBJECTIVE_MODES = {
 SAMPLERS = ("tpe", "random", "nsga2")
 SCHEDULERS = ("asha", "fifo")
 
-# How trials share GPUs: "fixed" takes gpus_per_trial as given, "auto" measures (search/engine.py).
+# How trials share GPUs: "fixed" takes gpus_per_trial as given, "auto" measures (search/gpu_packing.py).
 GPU_PACKINGS = ("fixed", "auto")
 
 # Run names become folder names under the storage directory: keep them to one safe path segment.

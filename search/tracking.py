@@ -31,7 +31,7 @@ class MlflowCallback(tune.Callback):
         self.tracker.trial_started(trial.trial_id, trial.config)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from search.engine import _recorded_metrics  # what the trainable reported, without Ray's keys
+        from search.recorder import _recorded_metrics  # what the trainable reported, without Ray's keys
 
         self.tracker.trial_result(trial.trial_id, _recorded_metrics(result))
         value = result.get(self.metric)

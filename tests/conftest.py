@@ -31,18 +31,16 @@ def small_trial_data(digits_16):
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray session (2 CPUs) that every end-to-end test joins; shut down at the end."""
+    """One local Ray session (2 CPUs) that every end-to-end test joins; shut down at the end.
+
+    Started as the CLI starts its own: on 127.0.0.1 only, token authentication on.
+    """
     import ray
 
+    from search.ray_session import start_local
+
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    ray.init(
-        address="local",
-        num_cpus=2,
-        _node_ip_address="127.0.0.1",
-        include_dashboard=False,
-        logging_level="warning",
-        log_to_driver=False,
-    )
+    start_local(num_cpus=2, logging_level="warning", log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -9,6 +9,7 @@ called here on the files as they are; nothing is launched and no cloud API is as
 from __future__ import annotations
 
 import copy
+import re
 
 import jsonschema
 import pytest
@@ -41,6 +42,18 @@ def test_cluster_file_passes_ray_up_validation(name):
     # The dashboard stays on the head's loopback: reached through `ray dashboard` (SSH), not a port.
     assert any("--dashboard-host=127.0.0.1" in c for c in config["head_start_ray_commands"])
     assert "security_group" not in config["provider"]  # the launcher's group: SSH only from outside
+
+
+@pytest.mark.parametrize("name", CLUSTER_FILES)
+def test_no_command_makes_a_directory_world_writable(name):
+    # The shared directory holds run directories whose space.py `resume` and `report` execute.
+    config = _prepared(name)
+    commands = [c for key in ("initialization_commands", "setup_commands", "head_setup_commands",
+                              "worker_setup_commands") for c in config.get(key, [])]  # fmt: skip
+    modes = [m for c in commands for m in re.findall(r"chmod\s+(?:-\w+\s+)*(\S+)", c)]
+    octal_others_write = [m for m in modes if m.isdigit() and int(m[-1]) & 2]
+    symbolic_others_write = [m for m in modes if not m.isdigit() and re.search(r"(^|,)[oa]*\+[rwxXst]*w", m)]
+    assert not octal_others_write and not symbolic_others_write, modes
 
 
 def test_cloud_cluster_has_a_cpu_head_and_autoscaling_gpu_workers_on_shared_storage():

@@ -11,7 +11,8 @@ import pytest
 
 from analysis.leaderboard import build_leaderboard, dominates
 from analysis.records import read_trials
-from search.engine import _warm_started_storage, read_settings, run_search
+from search.engine import read_settings, run_search
+from search.tuner import warm_started_storage
 from search.spaces import load_space, resolve_settings
 from tests.conftest import REPO
 
@@ -99,7 +100,7 @@ def test_report_plots_the_front_and_scores_importance_per_objective(pareto_run):
 
 def test_extension_warm_start_keeps_every_objective(pareto_run):
     run_dir, _ = pareto_run
-    storage = _warm_started_storage(run_dir, read_settings(run_dir))
+    storage = warm_started_storage(run_dir, read_settings(run_dir))
     study = optuna.load_study(study_name="search", storage=storage)
     assert len(study.directions) == 2
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

@@ -103,6 +103,7 @@ def test_resume_extends_the_budget_with_a_warm_started_sampler(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "the sampler starts from 3 finished trials" in done.stdout
+    assert f"executing {(tmp_path / 'x').resolve() / 'space.py'}" in done.stdout.partition("resuming")[0]
     table = pd.read_csv(tmp_path / "x" / "leaderboard.csv")
     assert len(table) == 5 == table["trial_id"].nunique()
     assert read_json(tmp_path / "x" / "settings.json")["trials"] == 5

@@ -90,6 +90,7 @@ def test_retrain_tests_features_models_and_compares_an_ensemble(features_run, ca
 
     # The report copes with one-epoch trials and shows the test results.
     assert main(["report", str(run_dir)]) == 0
+    assert f"executing {run_dir.resolve() / 'space.py'}" in capsys.readouterr().out  # said before it runs
     assert "Test set" in (run_dir / "report.md").read_text()
 
 

@@ -13,7 +13,7 @@ from search.settings import Settings
     "error, status",
     [
         ("trainables.classifier.TrialInfeasible: infeasible: out of memory at micro-batch 2 (batch size 64): CUDA out of memory", "infeasible: out of memory"),
-        ("search.engine._RepeatedFailure: TrialInfeasible: infeasible: out of memory at micro-batch 2 (batch size 64)", "infeasible: out of memory"),
+        ("search.trial._RepeatedFailure: TrialInfeasible: infeasible: out of memory at micro-batch 2 (batch size 64)", "infeasible: out of memory"),
         ("trainables.classifier.TrialDiverged: training loss is nan at epoch 2, step 3", "error"),
         ("The actor died unexpectedly before finishing this task.", "error"),
     ],
@@ -35,7 +35,7 @@ def test_nsga2_generations_are_sized_to_the_budget(trials, population):
 
 def _searcher_for(settings):
     """The engine's real searcher (Ray's OptunaSearch) on the multi-objective space file (no Ray session needed to ask and tell)."""
-    from search.engine import _searcher
+    from search.strategies import _searcher
     from search.spaces import load_space
     from tests.conftest import REPO
 

@@ -1,0 +1,134 @@
+"""Everything before Ray: check the input, load and split the data, and write the run directory.
+
+Imports no Ray, so ``python -m search run`` reports bad input (exit status 2) without starting it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib.metadata
+import platform
+import shutil
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from analysis.records import RunDir, write_json, write_text
+from analysis.tracking import check_tracking_uri, tracking_uri
+from search.settings import Settings
+from search.spaces import SpaceFile, dry_run
+
+__all__ = ["PreparedRun", "check_address", "prepare_run", "write_run_dir"]
+
+_PACKAGES = ("torch", "torchvision", "timm", "ray", "optuna", "numpy", "pandas", "scikit-learn", "tensorboard")
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedRun:
+    """A validated run, not yet written: what ``prepare_run`` checked and loaded."""
+
+    run_dir: Path
+    settings: Settings
+    space: SpaceFile
+    images: Any  # trainables.data.ImageSet
+    split: Any  # trainables.data.Split
+
+
+def prepare_run(
+    space: SpaceFile, settings: Settings, out: Callable[[str], None] = print, overwrite: bool = False
+) -> PreparedRun:
+    """Everything that can fail on bad input, before anything is written or Ray starts.
+
+    Resolves MODEL "auto", samples the space dry, loads and splits the data set, fetches ImageNet
+    weights once. Raises ValueError/TypeError/FileExistsError naming what is wrong.
+    """
+    from trainables.data import load_dataset, split_indices
+    from trainables.models import build_model, resolve_auto_model
+
+    if settings.model == "auto":
+        model, weights, why = resolve_auto_model()
+        out(f"model auto -> {model} with {weights} weights ({why})")
+        settings = dataclasses.replace(settings, model=model, weights=weights)
+    dry_run(space, settings)
+    check_address(settings.address)
+    uri = tracking_uri(settings.mlflow)  # --mlflow, else MLFLOW_TRACKING_URI
+    if uri:
+        check_tracking_uri(uri)
+        settings = dataclasses.replace(settings, mlflow=uri)
+
+    name = settings.name or f"{space.path.stem}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
+    run_dir = Path(settings.storage).expanduser().resolve() / name
+    if run_dir.exists() and not overwrite:
+        raise FileExistsError(
+            f"run directory {str(run_dir)!r} already exists: continue it with `python -m search resume "
+            f"{run_dir}`, choose another --name, or pass --overwrite to start it over"
+        )
+    settings = dataclasses.replace(settings, name=name)
+
+    images = load_dataset(settings.dataset, settings.image_size)
+    split = split_indices(
+        images.labels,
+        settings.val_fraction,
+        settings.test_fraction,
+        settings.seed,
+        data_fraction=settings.data_fraction,
+        fixed_test=images.fixed_test,
+    )
+    if settings.weights == "imagenet":
+        build_model(settings.model, len(images.classes), weights="imagenet")  # download once, here
+    return PreparedRun(run_dir=run_dir, settings=settings, space=space, images=images, split=split)
+
+
+def write_run_dir(prepared: PreparedRun, out: Callable[[str], None]) -> None:
+    run_dir, settings, images, split = prepared.run_dir, prepared.settings, prepared.images, prepared.split
+    if run_dir.exists():  # prepare_run allowed it: --overwrite
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    RunDir(run_dir).write_settings(settings)
+    write_text(run_dir / "space.py", prepared.space.text)
+    write_json(
+        run_dir / "split.json",
+        {
+            "dataset": settings.dataset,
+            "image_size": settings.image_size,
+            "seed": settings.seed,
+            "classes": list(images.classes),
+            "skipped_files": list(images.skipped),
+            "train": split.train,
+            "val": split.val,
+            "test": split.test,
+        },
+    )
+    write_json(run_dir / "environment.json", _environment())
+    out(
+        f"data: {settings.dataset}, {len(images.classes)} classes, {len(split.train)} train / "
+        f"{len(split.val)} validation / {len(split.test)} test images (test held out from every trial)"
+    )
+
+
+def check_address(address: str) -> None:
+    """Fail within seconds, before anything runs, when nothing answers at ``host:port``."""
+    if not address or address == "auto" or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"`address` is {address!r}, but must be 'auto' or HOST:PORT (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        raise ValueError(
+            f"`address` {address!r}: nothing answers there ({error}); start the cluster "
+            "(`ray start --head` or `ray up cluster.yaml`) or fix the address"
+        ) from None
+
+
+def _environment() -> dict[str, Any]:
+    versions = {}
+    for package in _PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions}

@@ -1,0 +1,247 @@
+"""The driver's record of a search: each trial's files in the run directory, its TensorBoard
+events, and the progress lines. A Ray Tune callback, so it runs in the driver, never in a worker."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ray import tune
+
+from analysis.leaderboard import best_epoch
+from analysis.records import RunDir, append_metrics, trial_dir, write_json
+from search.progress import Progress
+from search.settings import Settings
+from search.spaces import trial_defaults
+from search.trial import FINAL_ERROR, INFEASIBLE, REPLAYED, trial_status_from_error
+
+__all__ = ["RunRecorder", "clock"]
+
+
+class RunRecorder(tune.Callback):
+    """Runs in the driver: writes each trial's files and TensorBoard events, and prints progress."""
+
+    def __init__(self, run_dir: Path, settings: Settings, out: Callable[[str], None], every_s: float | None = None):
+        self.run_dir, self.settings, self.out, self.every_s = run_dir, settings, out, every_s
+        self.defaults = trial_defaults(settings, threads=max(1, int(settings.cpus_per_trial)))
+        self.started = time.monotonic()
+        self.last_print = 0.0
+        self.writers: dict[str, Any] = {}
+        self.best: tuple[float, str, int] | None = None
+        self.finished: dict[str, str] = {}
+        self.started_at: dict[str, str] = {}
+        self.replayed: set[str] = set()
+        self.retries: dict[str, int] = {}
+        self.progress = Progress(out, every_s or settings.progress_every_s)
+        self.live_study: Any = None  # analysis.study.LiveStudy, opened at the first ended trial
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        directory = trial_dir(self.run_dir, trial.trial_id)
+        if (directory / "config.json").exists():  # restored after a failure: keep the first record
+            self._status(trial, "running")
+            return
+        write_json(
+            directory / "config.json",
+            {"trainable": self.settings.trainable, "config": self.defaults | trial.config, "params": trial.config},
+        )
+        self._status(trial, "running")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result.get(REPLAYED):  # already recorded before an interruption
+            self.replayed.add(trial.trial_id)
+            return
+        metrics = _recorded_metrics(result) | {"recorded_at": time.time()}
+        append_metrics(trial_dir(self.run_dir, trial.trial_id) / "metrics.jsonl", metrics)
+        writer = self._writer(trial.trial_id)
+        for key, value in metrics.items():
+            if key.startswith(("train_", "val_")) or key in ("lr", "images_per_s"):
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    writer.add_scalar(key, value, global_step=metrics["epoch"])
+        writer.flush()
+        value = result.get(self.settings.metric)
+        if value is not None:
+            sign = 1 if self.settings.mode == "max" else -1
+            if self.best is None or sign * value > sign * self.best[0]:
+                self.best = (value, trial.trial_id, metrics["epoch"])
+        self._progress(trials)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = trial.last_result or {}
+        epoch = result.get("epoch", 0)
+        if result.get("diverged"):
+            status = f"diverged at epoch {epoch}"
+        elif epoch >= trial.config.get("max_epochs", self.settings.max_epochs):  # a space may search it
+            status = "completed"
+        else:
+            status = f"stopped early at epoch {epoch}"
+        self._finish(trial, status, result.get("error", "") if result.get("diverged") else "")
+        self._progress(trials, force=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        error = self._keep_traceback(trial)
+        status = trial_status_from_error(error)
+        if status == INFEASIBLE:  # the message alone, without the exception's module path
+            error = error[error.index(INFEASIBLE) :]
+        self._finish(trial, status, error)
+        self._progress(trials, force=True)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        error = self._keep_traceback(trial)
+        if (trial_dir(self.run_dir, trial.trial_id) / FINAL_ERROR).exists():
+            # A failure a retry would only repeat (the trial wrote it down in _ray_trial). Ray has
+            # already scheduled one restart, which re-raises at once; allow no more than that.
+            trial.max_failures = 0
+            return
+        # Ray restarts the trial from its last checkpoint (FailureConfig.max_failures): not
+        # finished, not an error (yet).
+        self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
+        self._status(trial, "retrying", error=error)
+        self.out(f"trial {trial.trial_id} failed ({error}); retry {self.retries[trial.trial_id]} from its last checkpoint")
+
+    def _keep_traceback(self, trial) -> str:
+        """Copy the trial's traceback into its record; return its last line."""
+        path = trial.error_file
+        text = Path(path).read_text() if path and Path(path).exists() else ""
+        text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # Ray colours the actor's name
+        if text:
+            with open(trial_dir(self.run_dir, trial.trial_id) / "error.txt", "a") as file:
+                file.write(text.rstrip() + "\n\n")
+        lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+        return lines[-1][:300] if lines else "unknown error"
+
+    def on_step_end(self, iteration, trials, **info):
+        self._progress(trials)
+
+    def on_experiment_end(self, trials, **info):
+        for writer in self.writers.values():
+            writer.close()
+        self.progress.close()
+
+    def _finish(self, trial, status: str, error: str) -> None:
+        self.finished[trial.trial_id] = status
+        self._status(trial, status, error=error)
+        self._add_to_live_study(trial.trial_id)
+        if trial.trial_id in self.replayed:
+            return
+        writer = self._writer(trial.trial_id)
+        _write_hparams(writer, trial.config, self._best_of(trial))
+        writer.close()
+        self.writers.pop(trial.trial_id, None)
+
+    def _add_to_live_study(self, trial_id: str) -> None:
+        """RUN_DIR/study.db gets each trial as it ends, for optuna-dashboard; a failure here is
+        reported once and never stops the search (the report writes the study again at the end)."""
+        from analysis.records import read_trial
+        from analysis.study import LiveStudy
+
+        if self.live_study is False:
+            return
+        try:
+            if self.live_study is None:
+                self.live_study = LiveStudy(self.run_dir)
+            self.live_study.add(read_trial(self.run_dir, trial_id))
+        except Exception as error:  # noqa: BLE001 (monitoring only: the run's records stand)
+            self.live_study = False
+            self.out(f"live Optuna study disabled ({type(error).__name__}: {error}); `report` writes it at the end")
+
+    def _best_of(self, trial) -> dict[str, float]:
+        # The run directory's reader: a torn last line is skipped, an epoch repeated after a
+        # restore from a checkpoint counts once.
+        record = RunDir(self.run_dir).trial(trial.trial_id)
+        best = best_epoch(record, self.settings.metric, self.settings.mode) if record else None
+        if best is None:
+            return {}
+        return {f"best_{self.settings.metric}": best[self.settings.metric], "epochs": float(len(record.metrics))}
+
+    def _status(self, trial, status: str, error: str = "") -> None:
+        result = trial.last_result or {}
+        write_json(
+            trial_dir(self.run_dir, trial.trial_id) / "status.json",
+            {
+                "status": status,
+                "error": error,
+                "retries": self.retries.get(trial.trial_id, 0),  # restarts after worker or node failures
+                "epochs": result.get("epoch", 0),
+                "node_id": result.get("node_id", ""),
+                "node_ip": result.get("node_ip", ""),
+                "hostname": result.get("hostname", ""),
+                "started_at": self._started_at(trial),
+                "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            },
+        )
+
+    def _started_at(self, trial) -> str:
+        if trial.trial_id not in self.started_at:
+            # A trial restored by `resume` keeps the start its record already has.
+            path = trial_dir(self.run_dir, trial.trial_id) / "status.json"
+            recorded = json.loads(path.read_text()).get("started_at") if path.exists() else None
+            self.started_at[trial.trial_id] = recorded or dt.datetime.now(dt.timezone.utc).isoformat()
+        return self.started_at[trial.trial_id]
+
+    def _writer(self, trial_id: str):
+        if trial_id not in self.writers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writers[trial_id] = SummaryWriter(log_dir=str(trial_dir(self.run_dir, trial_id)))
+        return self.writers[trial_id]
+
+    def _progress(self, trials, force: bool = False) -> None:
+        # search.progress decides when to show: a bar on a terminal, else a line every every_s
+        # seconds and one at the end, however fast trials finish (``force`` is only a hint now).
+        if not self.progress.due(len(self.finished), self.settings.trials):
+            return
+        now = time.monotonic()
+        running = sum(1 for t in trials if t.status == "RUNNING" and t.trial_id not in self.finished)
+        stopped = sum(1 for s in self.finished.values() if s.startswith("stopped"))
+        errors = sum(1 for s in self.finished.values() if s == "error" or s.startswith("infeasible"))
+        pending = self.settings.trials - len(self.finished) - running
+        best = (
+            f"best {self.settings.metric} {self.best[0]:.4f} (trial {self.best[1]}, epoch {self.best[2]})"
+            if self.best
+            else "no result yet"
+        )
+        self.progress.update(
+            len(self.finished),
+            self.settings.trials,
+            f"[{clock(now - self.started)}] {len(self.finished)}/{self.settings.trials} finished "
+            f"({stopped} stopped early, {errors} errors), {running} running, {pending} pending | {best}",
+            summary=f"{running} running, {errors} errors | {best}",
+        )
+
+
+# What Ray adds to every result on its own; of these only where the epoch ran is kept. Everything
+# else a trainable reports (plain numbers, flags and strings) goes into metrics.jsonl as it is, so a
+# trainable's new metric needs no change here.
+_RAY_RESULT_KEYS = frozenset(
+    {"training_iteration", "time_total_s", "episodes_total", "timesteps_total", "time_this_iter_s",
+     "timestamp", "date", "time_since_restore", "timesteps_since_restore", "iterations_since_restore",
+     "config", "checkpoint_dir_name", "done", "trial_id", "experiment_tag", "should_checkpoint", REPLAYED}
+)  # fmt: skip
+
+
+def _recorded_metrics(result: dict) -> dict:
+    return {
+        k: v
+        for k, v in result.items()
+        if k not in _RAY_RESULT_KEYS and not k.startswith("_") and isinstance(v, (bool, int, float, str))
+    }
+
+
+def _write_hparams(writer, params: dict, metrics: dict[str, float]) -> None:
+    from torch.utils.tensorboard.summary import hparams
+
+    values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
+    for summary in hparams(values, metrics):
+        writer.file_writer.add_summary(summary)
+    for key, value in metrics.items():
+        writer.add_scalar(key, value)
+    writer.flush()
+
+
+def clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes:d}:{seconds:02d}"

@@ -1,0 +1,176 @@
+"""Ray Tune's Tuner for a run: assembled for a new search, restored to resume one, and a further
+experiment in the same run directory to extend one."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+from analysis.records import RunDir, read_trials
+from search import _adapter
+from search.ray_session import fitting_trials
+from search.recorder import RunRecorder
+from search.settings import Settings
+from search.spaces import SpaceFile, trial_defaults
+from search.strategies import STUDY, _scheduler, _searcher
+from search.trial import _ray_trial
+
+__all__ = [
+    "EXPERIMENT",
+    "build_tuner",
+    "ended_trials",
+    "experiments",
+    "extend",
+    "restore_tuner",
+    "set_aside_unknown_trials",
+    "snapshot_trial_ids",
+    "warm_started_storage",
+]
+
+# Ray's experiment folder inside the run directory; an extension adds "<EXPERIMENT>-extend-N".
+EXPERIMENT = "ray"
+
+
+def build_tuner(settings, space, data, recorder, name: str, trials: int, concurrency: int, storage=None):
+    return tune.Tuner(
+        _tuner_trainable(settings, data, recorder.run_dir),
+        tune_config=tune.TuneConfig(
+            search_alg=_searcher(space, settings, concurrency, storage=storage),
+            scheduler=_scheduler(settings),
+            num_samples=trials,
+            reuse_actors=True,
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(recorder.run_dir),
+            callbacks=_callbacks(recorder),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+            verbose=0,
+        ),
+    )
+
+
+def experiments(run_dir: Path) -> list[Path]:
+    """Ray's experiment folders in ``run_dir``: the search's, then each extension's."""
+    return sorted(p for p in run_dir.glob(EXPERIMENT + "*") if p.is_dir())
+
+
+def restore_tuner(experiment: Path, settings: Settings, data, run_dir: Path, recorder: RunRecorder):
+    """Ray's Tuner for ``experiment`` as it was interrupted, calling this process's ``recorder``."""
+    tuner = tune.Tuner.restore(
+        str(experiment),
+        trainable=_tuner_trainable(settings, data, run_dir, ended_trials(run_dir)),
+        resume_unfinished=True,
+        resume_errored=False,
+    )
+    # The run config, callbacks included, comes back from the pickled tuner state: replace the
+    # callbacks so that this process's recorder and output are the ones used.
+    _adapter.replace_callbacks(tuner, _callbacks(recorder))
+    return tuner
+
+
+def extend(run_dir: Path, space: SpaceFile, settings: Settings, data, trials: int, out) -> Settings:
+    """Run ``trials - settings.trials`` more trials, the sampler warm-started from every finished one."""
+    extra = trials - settings.trials
+    settings = dataclasses.replace(settings, trials=trials)
+    RunDir(run_dir).write_settings(settings)
+    records = read_trials(run_dir)
+    concurrency = settings.concurrency or fitting_trials(settings)
+    out(f"extending {settings.name} by {extra} trials; the sampler starts from {len(records)} finished trials")
+    recorder = RunRecorder(run_dir, settings, out)
+    recorder.finished = {r.trial_id: r.status.get("status", "") for r in records}
+    storage = warm_started_storage(run_dir, settings)
+    name = f"{EXPERIMENT}-extend-{len(list(run_dir.glob(EXPERIMENT + '-extend-*'))) + 1}"
+    build_tuner(settings, space, data, recorder, name, extra, concurrency, storage=storage).fit()
+    return settings
+
+
+def warm_started_storage(run_dir: Path, settings: Settings) -> Any:
+    """An in-memory Optuna storage whose study holds every recorded trial of the run.
+
+    ``analysis.study.frozen_trials`` replays each trial's parameters through the run's space file,
+    which gives Optuna their exact distributions, conditional parameters included.
+    """
+    import optuna
+
+    from analysis.study import frozen_trials, study_directions
+
+    storage = optuna.storages.InMemoryStorage()
+    # One direction per value frozen_trials gives: the metric's, then each objective's.
+    directions = study_directions(settings.to_dict() | {"mode": settings.mode})
+    study = optuna.create_study(storage=storage, study_name=STUDY, directions=directions)
+    study.add_trials(frozen_trials(run_dir)[0])
+    return storage
+
+
+def ended_trials(run_dir: Path) -> dict[str, tuple[dict, str]]:
+    """Trials the run directory records as ended: {trial_id: (last result, error line or "")}."""
+    ended = {}
+    for record in read_trials(run_dir):
+        status = record.status.get("status", "")
+        if record.metrics and status.startswith(("completed", "stopped", "diverged")):
+            ended[record.trial_id] = (record.metrics[-1], "")
+        elif status == "error":
+            ended[record.trial_id] = ({}, record.status.get("error") or "error")
+    return ended
+
+
+def snapshot_trial_ids(experiment: Path) -> set[str]:
+    """Trial ids in Ray's latest experiment snapshot of ``experiment``."""
+    snapshots = sorted(experiment.glob("experiment_state-*.json"))
+    if not snapshots:
+        return set()
+    state = json.loads(snapshots[-1].read_text())
+    return {json.loads(entry[0])["trial_id"] for entry in state.get("trial_data", [])}
+
+
+def set_aside_unknown_trials(run_dir: Path, known: set[str]) -> list[str]:
+    """Move records of trials Ray does not know (begun after its last snapshot) out of trials/.
+
+    The restored searcher proposes their slots again, so keeping them would add leaderboard rows
+    beyond the budget.
+    """
+    lost = []
+    for directory in sorted((run_dir / "trials").glob("*/")):
+        if directory.name not in known:
+            target = run_dir / "trials_lost" / directory.name
+            target.parent.mkdir(exist_ok=True)
+            directory.rename(target)
+            lost.append(directory.name)
+    return lost
+
+
+def _tuner_trainable(settings: Settings, data, run_dir: Path, finished: dict | None = None) -> Any:
+    return tune.with_resources(
+        tune.with_parameters(
+            _ray_trial,
+            data=data,
+            defaults=trial_defaults(settings, threads=max(1, int(settings.cpus_per_trial))),
+            trainable_name=settings.trainable,
+            run_dir=str(run_dir),
+            finished=finished or {},
+        ),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+    )
+
+
+def _callbacks(recorder: RunRecorder) -> list:
+    # Ray's own per-trial JSON/CSV results beside ours, without its TensorBoard logger.
+    callbacks = [recorder, JsonLoggerCallback(), CSVLoggerCallback()]
+    if recorder.settings.mlflow:  # after the recorder, which writes each trial's status first
+        from search.tracking import MlflowCallback
+
+        settings = recorder.settings
+        callbacks.append(MlflowCallback(recorder.run_dir, settings.mlflow, settings.metric, settings.mode))
+    return callbacks
+
+
+def _trial_dirname(trial) -> str:
+    return trial.trial_id

@@ -1,0 +1,79 @@
+"""Pins what search/_adapter.py reads from Ray's and Optuna's private attributes in the installed
+releases: if an upgrade moves one, these fail before a search does. No Ray session is needed."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray import tune
+
+from search import _adapter
+from search.settings import Settings
+from search.strategies import _searcher
+from search.spaces import load_space
+from tests.conftest import REPO
+
+
+def _optuna_search(settings: Settings):
+    return _searcher(load_space(REPO / "spaces" / "multi_objective.py"), settings, concurrency=2).searcher
+
+
+def test_the_study_trials_and_told_set_of_rays_optuna_search():
+    searcher = _optuna_search(Settings(trials=8, seed=3))
+    study = _adapter.optuna_study(searcher)
+    assert isinstance(study, optuna.Study) and isinstance(study.sampler, optuna.samplers.TPESampler)
+    assert study.study_name == "search" and study.trials == []
+    searcher.suggest("first")
+    trial = _adapter.optuna_trial(searcher, "first")
+    assert isinstance(trial, optuna.Trial) and trial.number == 0 and study.trials[0].state == TrialState.RUNNING
+    told = _adapter.completed_trial_ids(searcher)
+    assert "first" not in told
+    searcher.on_trial_complete("first", result={"val_acc": 0.5})
+    assert "first" in _adapter.completed_trial_ids(searcher) and study.trials[0].value == 0.5
+    with pytest.raises(KeyError):
+        _adapter.optuna_trial(searcher, "never-suggested")
+
+
+def test_an_optuna_search_before_its_space_is_set_has_no_study():
+    assert _adapter.optuna_study(tune.search.optuna.OptunaSearch()) is None
+
+
+def test_a_tuners_callbacks_and_search_algorithm(tmp_path):
+    search_alg = tune.search.BasicVariantGenerator()
+    first, second = tune.Callback(), tune.Callback()
+    tuner = tune.Tuner(
+        lambda config: None,
+        tune_config=tune.TuneConfig(search_alg=search_alg),
+        run_config=tune.RunConfig(name="pin", storage_path=str(tmp_path), callbacks=[first]),
+    )
+    assert _adapter.restored_search_alg(tuner) is search_alg
+    _adapter.replace_callbacks(tuner, [second])
+    assert tuner._local_tuner._get_tune_run_arguments(tuner._local_tuner.converted_trainable)["callbacks"] == [second]
+
+
+def test_single_machine_mode_keeps_a_loopback_node_ip_and_is_undone_after():
+    import os
+
+    from ray._private import ray_constants, services
+
+    assert _adapter.SINGLE_MACHINE_ENV == "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+    before = (os.environ.get(_adapter.SINGLE_MACHINE_ENV), ray_constants.ENABLE_RAY_CLUSTER)
+    with _adapter.single_machine_mode():
+        # What ray.init does with _node_ip_address="127.0.0.1", and with an address on 127.0.0.1.
+        assert services.resolve_ip_for_localhost("127.0.0.1") == "127.0.0.1"
+        assert services.resolve_ip_for_localhost("localhost") == "127.0.0.1"
+        assert os.environ[_adapter.SINGLE_MACHINE_ENV] == "0"  # the processes Ray starts inherit it
+    assert (os.environ.get(_adapter.SINGLE_MACHINE_ENV), ray_constants.ENABLE_RAY_CLUSTER) == before
+
+
+def test_token_auth_is_switched_on_for_this_process_and_its_children():
+    import os
+
+    saved = os.environ.get("RAY_AUTH_MODE")
+    try:
+        _adapter.enable_token_auth()
+        assert os.environ["RAY_AUTH_MODE"] == "token"
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
