@@ -8,8 +8,10 @@ config, metrics and status into the run directory and TensorBoard, so analysis n
 
 A trial whose worker or node is lost restarts from its last checkpoint on any node, up to
 ``max_failures`` times; a failure that would only repeat (divergence, out of memory at the
-smallest micro-batch) is not retried. ``gpu_packing="auto"`` measures one training step per
-sampled configuration on a GPU and sets the GPU share of every trial from the largest peak.
+smallest micro-batch) is not retried. ``gpu_packing="auto"`` measures a whole trial cycle of the
+space's corners and samples on a GPU and sets the GPU share of every trial from the largest peak;
+each trial caps its GPU memory at that share (trainables/gpu.py). With ``workers_per_trial`` > 1,
+Ray Train workers train each trial data-parallel (search/workers.py).
 
 With ``objectives`` (e.g. "params"), the search is multi-objective: OptunaSearch's study gets one
 direction per objective, each finished trial's last result gives Optuna its values (TPE or NSGA-II
@@ -18,8 +20,9 @@ then aim at the Pareto front), while ASHA still stops trials on the metric alone
 The engine's jobs, one module each (this module only joins them):
 
     search/prepare.py      check the input, load and split the data, write the run directory (no Ray)
-    search/ray_session.py  connect to Ray; how many trials the cluster fits
-    search/gpu_packing.py  gpu_packing "auto": the GPU share of each trial
+    search/ray_session.py  connect to Ray; how many trials the cluster fits, and whether it fits any
+    search/gpu_packing.py  gpu_packing "auto": the GPU share of each trial, measured on a GPU
+    search/workers.py      --workers-per-trial: a trial trained by Ray Train workers
     search/strategies.py   the sampler, the searcher and the scheduler
     search/tuner.py        Ray Tune's Tuner: build, restore (resume), extend
     search/trial.py        what runs in a Ray worker: the trainable, its checkpoints, its failures
@@ -42,7 +45,7 @@ from analysis.records import RunDir, write_json
 from search import _adapter
 from search.gpu_packing import gpu_share, pack_gpus
 from search.prepare import PreparedRun, check_address, prepare_run, write_run_dir
-from search.ray_session import connect, fitting_trials
+from search.ray_session import check_cluster_fits, connect, fitting_trials
 from search.recorder import RunRecorder, clock
 from search.settings import Settings
 from search.spaces import SpaceFile, load_space
@@ -83,6 +86,7 @@ def execute_run(prepared: PreparedRun, out: Callable[[str], None] = print) -> Pa
     data = trial_data(prepared.images, prepared.split)
     started_ray = connect(prepared.settings)
     try:
+        check_cluster_fits(prepared.settings, ray.cluster_resources(), started_ray)
         if prepared.settings.gpu_packing == "auto":
             # Measured before the run directory is written, so settings.json holds the GPU share used.
             prepared = dataclasses.replace(prepared, settings=pack_gpus(prepared, data, out))
@@ -138,6 +142,7 @@ def resume_run(
         out(f"{len(lost)} trial(s) begun after Ray's last snapshot were moved to trials_lost/: {lost}")
     started_ray = connect(settings)
     try:
+        check_cluster_fits(settings, ray.cluster_resources(), started_ray)
         recorder = RunRecorder(run_dir, settings, out)
         tuner = restore_tuner(experiment, settings, data, run_dir, recorder)
         out(f"resuming {settings.name}: {len(known)} of {settings.trials} trials were begun")

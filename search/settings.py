@@ -91,13 +91,18 @@ class Settings:
     reduction_factor: int = 2
     # Trials running at once; 0 means as many as the cluster's CPUs/GPUs fit.
     concurrency: int = 0
-    # Resources one trial holds; torch threads per trial follow cpus_per_trial. GPU may be a
-    # fraction (0.25: four trials share one GPU).
+    # Resources one trial holds (per worker with workers_per_trial > 1); torch threads per trial
+    # follow cpus_per_trial. GPU may be a fraction (0.25: four trials share one GPU, each capped
+    # at its quarter of the GPU's memory) or 1; more GPUs per trial: workers_per_trial.
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
-    # "fixed": every trial holds gpus_per_trial GPUs. "auto": before the search, one training step
-    # of each dry-run configuration is measured on a GPU, and as many trials share a GPU as the
-    # largest peak memory allows (gpus_per_trial then only says that trials use GPUs).
+    # Workers that train each trial data-parallel through Ray Train's TorchTrainer (gloo on CPUs,
+    # NCCL on GPUs), each holding cpus_per_trial CPUs and gpus_per_trial GPUs. 1: one process.
+    workers_per_trial: int = 1
+    # "fixed": every trial holds gpus_per_trial GPUs. "auto": before the search, a whole trial cycle
+    # (data, training steps, validation; reserved memory) of the space's corners and dry-run
+    # samples is measured on a GPU, with the CUDA context, and as many trials share a GPU as the
+    # largest peak allows (gpus_per_trial then only says that trials use GPUs).
     gpu_packing: str = "fixed"
     # Retries of a trial from its last checkpoint after it raised, or its worker or node died.
     # Deterministic failures (divergence, out of memory at the smallest micro-batch) are not retried.
@@ -134,6 +139,16 @@ class Settings:
             "gpus_per_trial",
             self.gpus_per_trial,
             "a fraction in (0, 1] or a whole number of GPUs",
+        )
+        _check(self.workers_per_trial >= 1, "workers_per_trial", self.workers_per_trial, "an integer >= 1 (1: one process)")
+        whole = int(self.gpus_per_trial)
+        _check(
+            self.gpus_per_trial <= 1,
+            "gpus_per_trial",
+            self.gpus_per_trial,
+            "<= 1: a trial's process trains on one GPU, so more would sit idle; to train each trial on "
+            f"{whole} GPUs data-parallel, pass --workers-per-trial {whole * self.workers_per_trial} --gpus-per-trial 1 "
+            f"(WORKERS_PER_TRIAL = {whole * self.workers_per_trial}, GPUS_PER_TRIAL = 1 in a space file)",
         )
         if self.gpu_packing not in GPU_PACKINGS:
             raise ValueError(

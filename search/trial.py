@@ -52,8 +52,10 @@ class _RayCheckpoints:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
-def _ray_trial(config: dict, data, defaults: dict, trainable_name: str, run_dir: str, finished: dict) -> None:
-    from trainables import get_trainable
+def _ray_trial(
+    config: dict, data, defaults: dict, trainable_name: str, run_dir: str, finished: dict, gpus: float = 0.0
+) -> None:
+    from trainables import get_trainable, gpu
     from trainables.classifier import NOT_RETRIED
 
     trial_id = tune.get_context().get_trial_id()
@@ -78,11 +80,14 @@ def _ray_trial(config: dict, data, defaults: dict, trainable_name: str, run_dir:
         store.report(metrics | {"node_id": node_id})  # which node ran each epoch
 
     try:
+        gpu.cap_memory(gpus)  # the trial's share of its GPU, so that an OOM is its own
         get_trainable(trainable_name)(defaults | config, data, report, store)
     except NOT_RETRIED as error:
         final.parent.mkdir(parents=True, exist_ok=True)
         final.write_text(f"{type(error).__name__}: {error}\n")
         raise
+    finally:
+        gpu.release()  # a reused actor starts its next trial with no cached GPU memory
 
 
 class _RepeatedFailure(RuntimeError):

@@ -43,14 +43,17 @@ def build_tuner(settings, space, data, recorder, name: str, trials: int, concurr
             search_alg=_searcher(space, settings, concurrency, storage=storage),
             scheduler=_scheduler(settings),
             num_samples=trials,
-            reuse_actors=True,
+            # A multi-worker trial's Train workers belong to its Tune actor: stopping the trial
+            # must end that actor, so that they end with it.
+            reuse_actors=settings.workers_per_trial == 1,
             trial_dirname_creator=_trial_dirname,
         ),
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(recorder.run_dir),
             callbacks=_callbacks(recorder),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # A multi-worker trial is a class trainable (search/workers.py): Tune saves it every epoch.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2, checkpoint_frequency=int(settings.workers_per_trial > 1)),
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             verbose=0,
         ),
@@ -148,14 +151,24 @@ def set_aside_unknown_trials(run_dir: Path, known: set[str]) -> list[str]:
 
 
 def _tuner_trainable(settings: Settings, data, run_dir: Path, finished: dict | None = None) -> Any:
+    defaults = trial_defaults(settings, threads=max(1, int(settings.cpus_per_trial)))
+    if settings.workers_per_trial > 1:  # Ray Train workers hold the trial's resources, Tune's actor none
+        from search.workers import TRIAL_ACTOR_RESOURCES, workers_trainable
+
+        trainable = workers_trainable(
+            data, defaults, settings.trainable, str(run_dir), finished or {},
+            settings.workers_per_trial, settings.cpus_per_trial, settings.gpus_per_trial,
+        )  # fmt: skip
+        return tune.with_resources(trainable, TRIAL_ACTOR_RESOURCES)
     return tune.with_resources(
         tune.with_parameters(
             _ray_trial,
             data=data,
-            defaults=trial_defaults(settings, threads=max(1, int(settings.cpus_per_trial))),
+            defaults=defaults,
             trainable_name=settings.trainable,
             run_dir=str(run_dir),
             finished=finished or {},
+            gpus=settings.gpus_per_trial,
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )

@@ -12,12 +12,13 @@ import torch
 
 
 class MemoryLimit:
-    def __init__(self, images: int):
-        self.images, self.largest_ok = images, 0
+    def __init__(self, images: int, in_eval: bool = False):
+        # in_eval: the limit holds in eval mode too (validation, latency), not only in training.
+        self.images, self.largest_ok, self.in_eval = images, 0, in_eval
         self.handle = None
 
     def _hook(self, module, inputs):
-        if module.training and inputs and torch.is_tensor(inputs[0]) and inputs[0].ndim == 4:
+        if (module.training or self.in_eval) and inputs and torch.is_tensor(inputs[0]) and inputs[0].ndim == 4:
             if inputs[0].shape[0] > self.images:
                 raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (test limit: {self.images} images)")
             self.largest_ok = max(self.largest_ok, inputs[0].shape[0])

@@ -21,6 +21,7 @@ RAY_MODULES = {
     "search.strategies",
     "search.trial",
     "search.tuner",
+    "search.workers",
 }
 FLOOR = {"search.settings", "search.spaces"}
 

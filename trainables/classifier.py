@@ -19,10 +19,21 @@ backbone frozen, its BatchNorm in eval mode); from then on the backbone is froze
 comes back in the phase it was in. The backbone's parameters train at ``lr * backbone_lr_mult``.
 
 On CUDA (the one GPU Ray assigned: it sets CUDA_VISIBLE_DEVICES), training runs in mixed precision
-(bfloat16 where the GPU supports it, else float16 with a gradient scaler) and channels-last.
-A CUDA out-of-memory error is not fatal at once: the step is redone with half the micro-batch and
-gradient accumulation, so the optimizer still steps on ``batch_size`` images; below
-``MIN_MICRO_BATCH`` the trial raises ``TrialInfeasible``.
+(bfloat16 where it is native, compute capability >= 8.0, else float16 with a gradient scaler:
+trainables/gpu.py) and channels-last. Every epoch records ``device``, ``precision``,
+``peak_memory_mb`` and ``workers``.
+A CUDA out-of-memory error in a training step is not fatal at once: the step's gradients are
+dropped and it is redone with half the micro-batch and gradient accumulation, so the optimizer
+still steps once on ``batch_size`` images; below ``MIN_MICRO_BATCH`` the trial raises
+``TrialInfeasible``. The optimizer's own update is outside that retry (it was not begun when a
+micro-batch fails; an out-of-memory error inside it is ``TrialInfeasible``: smaller micro-batches
+cannot shrink it, and a half-done update must not be done twice). Validation halves its batch
+instead; the data set's upload and the latency measurement that run out of memory make the trial
+infeasible, each with a message saying where.
+
+With a process group up (``--workers-per-trial``: search/workers.py), each worker trains on its
+stride of every batch and the gradients are averaged over the workers once per step, after every
+worker's accumulation succeeded (trainables/distributed.py says why not DDP's backward hooks).
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ from trainables._names import did_you_mean
 from trainables.augment import Augmentation, epoch_generator, resize_images
 from trainables.cost import count_parameters, measure_latency_ms
 from trainables.data import TrialData
+from trainables import distributed, gpu
 from trainables.models import backbone_units, build_model, freeze_prefix, input_normalization, set_train_mode
 
 __all__ = [
@@ -215,14 +227,14 @@ def train_classifier(
     num_classes = len(data.classes)
     net, normalize, precision = _network(cfg, num_classes, device)
     params, latency_ms = count_parameters(net), None  # costs: count; ms, measured after the first epoch
-    train_x = _at_trial_size(torch.as_tensor(data.train_images).to(device), cfg)
-    train_y = torch.as_tensor(data.train_labels).to(device)
-    val_x = _at_trial_size(torch.as_tensor(data.val_images).to(device), cfg)
-    val_y = torch.as_tensor(data.val_labels).to(device)
+    train_x, train_y, val_x, val_y = _upload(cfg, device, data.train_images, data.train_labels, data.val_images, data.val_labels)
+    # Every epoch says where and how it ran (trainables/gpu.py).
+    where = {"device": gpu.device_label(device), "precision": precision.name, "workers": distributed.workers()}
 
     optimizer = _optimizer(cfg, net)
     schedule = _Schedule(cfg, optimizer, steps_per_epoch(len(train_x), cfg.batch_size))
     weights = inverse_frequency_weights(train_y, num_classes) if cfg.class_weights else None
+    distributed.broadcast_parameters(net)  # one worker: nothing
     step = _Step(net, optimizer, _loss_fn(cfg, weights), normalize, precision, micro_batch=min(cfg.batch_size, len(train_x)))
 
     first_epoch, train_time = 1, 0.0
@@ -239,6 +251,7 @@ def train_classifier(
 
     for epoch in range(first_epoch, cfg.max_epochs + 1):
         started = time.perf_counter()
+        gpu.reset_peak_memory(device)
         set_phase(net, cfg, epoch)
         lr = optimizer.param_groups[0]["lr"]
         try:
@@ -248,15 +261,16 @@ def train_classifier(
             nan = float("nan")
             report({"epoch": epoch, "diverged": True, "error": str(error), "train_loss": nan,
                     "val_loss": nan, "val_acc": 0.0, "val_balanced_acc": 0.0, "lr": lr,
-                    "train_time_s": train_time})  # fmt: skip
+                    "train_time_s": train_time} | where)  # fmt: skip
             return
         training_seconds = time.perf_counter() - started
+        distributed.average_buffers(net)  # one worker: nothing
         val_loss, val_acc, val_balanced_acc = _validate(net, normalize, val_x, val_y, num_classes, precision)
         schedule.after_epoch(val_loss)
         seconds = time.perf_counter() - started
         train_time += seconds
         if latency_ms is None:  # once per trial (process); outside the epoch's timings
-            latency_ms = measure_latency_ms(net, normalize(val_x[:1]), autocast=precision.autocast)
+            latency_ms = _latency_ms(net, normalize, val_x, precision)
         if checkpoints is not None:
             checkpoints.save(
                 {
@@ -285,7 +299,9 @@ def train_classifier(
                 "micro_batch": step.micro_batch,  # below batch_size after out-of-memory errors
                 "params": params,  # parameters of the model (count), frozen ones included
                 "latency_ms": latency_ms,  # median batch-1 inference time on this device (trainables/cost.py)
+                "peak_memory_mb": gpu.peak_memory_mb(device),  # CUDA: reserved this epoch; CPU: process RSS
             }
+            | where
         )
 
 
@@ -496,33 +512,59 @@ class _Normalizer:
 
 
 class _Precision:
-    """Mixed precision and memory layout for a device: bf16 autocast where the GPU supports it,
-    else fp16 with a gradient scaler; channels-last on CUDA. On the CPU: float32, as before."""
+    """Mixed precision and memory layout for a device: bf16 autocast where the GPU runs it natively
+    (gpu.precision_for), else fp16 with a gradient scaler; channels-last on CUDA. On the CPU:
+    float32. ``name`` forces one of gpu.PRECISIONS (tests run the fp16 + scaler path on the CPU)."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, name: str | None = None):
         self.device_type = device.type
-        self.dtype = autocast_dtype(device.type, device.type == "cuda" and torch.cuda.is_bf16_supported())
-        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+        capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+        self.name = name or gpu.precision_for(device.type, capability)
+        self.dtype = autocast_dtype(self.name)
+        self.scaler = torch.amp.GradScaler(device.type) if self.name == "fp16" else None
         self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
     def autocast(self):
         return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
 
 
-def autocast_dtype(device_type: str, bf16_supported: bool) -> torch.dtype | None:
-    """The autocast dtype for a device: None (float32) off CUDA, bfloat16 if supported, else float16."""
-    if device_type != "cuda":
-        return None
-    return torch.bfloat16 if bf16_supported else torch.float16
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of one of gpu.PRECISIONS: None (float32), bfloat16 or float16."""
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _upload(cfg: TrialConfig, device: torch.device, *arrays) -> list[torch.Tensor]:
+    """The arrays as tensors on ``device``, images at the trial's size. Out of memory here means the
+    data set alone does not fit the trial's share of the GPU: no micro-batch helps, so infeasible."""
+    try:
+        tensors = [torch.as_tensor(a).to(device) for a in arrays]
+        return [_at_trial_size(t, cfg) if t.ndim == 4 else t for t in tensors]
+    except torch.cuda.OutOfMemoryError as error:
+        reason = (str(error).strip().splitlines() or ["CUDA out of memory"])[0]
+    sizes = sum(np.asarray(a).nbytes for a in arrays) / 2**20
+    raise TrialInfeasible(f"infeasible: out of memory uploading the data set ({sizes:.0f} MiB) to the GPU: {reason}")
+
+
+def _latency_ms(net, normalize, images, precision) -> float:
+    """measure_latency_ms on one validation image; out of memory even at batch 1 is infeasible."""
+    try:
+        return measure_latency_ms(net, normalize(images[:1]), autocast=precision.autocast)
+    except torch.cuda.OutOfMemoryError as error:
+        reason = (str(error).strip().splitlines() or ["CUDA out of memory"])[0]
+    raise TrialInfeasible(f"infeasible: out of memory measuring batch-1 latency: {reason}")
 
 
 class _Step:
     """One optimizer step on a batch, split into micro-batches whose gradients add up.
 
-    ``micro_batch`` starts at the batch size and halves after each CUDA out-of-memory error; the
-    step is then redone from its start (no optimizer step had happened), so the effective batch
-    size stays ``batch_size``. (The aborted forward passes did move BatchNorm running statistics,
-    as any micro-batching changes BatchNorm's per-batch statistics; accepted.)
+    ``micro_batch`` starts at the batch size and halves after each CUDA out-of-memory error in a
+    forward or backward pass; the gradients are then dropped and the accumulation redone from its
+    start. The optimizer (and the gradient scaler's unscale, inf check and update) runs once, after
+    the accumulation succeeded: a retry never meets a half-stepped optimizer or an already
+    unscaled scaler, so the effective batch size stays ``batch_size`` and the weights move once.
+    An out-of-memory error inside the optimizer's update is ``TrialInfeasible``. (The aborted
+    forward passes did move BatchNorm running statistics, as any micro-batching changes
+    BatchNorm's per-batch statistics; accepted.)
     """
 
     def __init__(self, net, optimizer, loss_fn, normalize, precision: _Precision, micro_batch: int):
@@ -532,10 +574,19 @@ class _Step:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
         """Train on one batch; return the batch's summed loss and correct predictions."""
         while True:
+            outcome, reason = distributed.OK, "CUDA out of memory on another worker"
             try:
-                return self._accumulate(images, labels)
+                result = self._accumulate(images, labels)
             except torch.cuda.OutOfMemoryError as error:
-                reason = (str(error).strip().splitlines() or ["CUDA out of memory"])[0]
+                outcome, reason = distributed.OUT_OF_MEMORY, (str(error).strip().splitlines() or ["CUDA out of memory"])[0]
+            except TrialDiverged as error:
+                outcome, reason = distributed.DIVERGED, str(error)
+            # Workers of one trial retry or stop together (one worker: its own outcome).
+            outcome = distributed.worst_outcome(outcome, images.device)
+            if outcome == distributed.OK:
+                break
+            if outcome == distributed.DIVERGED:
+                raise TrialDiverged(reason if "loss" in reason else "training loss is not finite on another worker")
             # Outside the except block: the error's traceback, which holds the failed step's
             # tensors, is gone, so their memory can be returned before the retry.
             self.optimizer.zero_grad(set_to_none=True)
@@ -547,6 +598,25 @@ class _Step:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             self.micro_batch = smaller
+        distributed.average_gradients(self.optimizer)  # one worker: nothing
+        self._update(len(images))
+        return result
+
+    def _update(self, batch: int) -> None:
+        """The optimizer's step on the accumulated gradients: once, never retried."""
+        try:
+            if self.precision.scaler is not None:
+                self.precision.scaler.step(self.optimizer)
+                self.precision.scaler.update()
+            else:
+                self.optimizer.step()
+            return
+        except torch.cuda.OutOfMemoryError as error:
+            reason = (str(error).strip().splitlines() or ["CUDA out of memory"])[0]
+        raise TrialInfeasible(
+            f"infeasible: out of memory in the optimizer step (batch size {batch}; the model, its "
+            f"gradients and optimizer state do not fit, whatever the micro-batch): {reason}"
+        )
 
     def _accumulate(self, images, labels) -> tuple[float, int]:
         self.optimizer.zero_grad(set_to_none=True)
@@ -571,11 +641,6 @@ class _Step:
             scaled.backward()
             total_loss += loss.item() * share * len(images)
             correct += (logits.argmax(1) == y).sum().item()
-        if self.precision.scaler is not None:
-            self.precision.scaler.step(self.optimizer)
-            self.precision.scaler.update()
-        else:
-            self.optimizer.step()
         return total_loss, correct
 
 
@@ -601,11 +666,13 @@ def _train_epoch(step: _Step, images, labels, cfg: TrialConfig, epoch: int, afte
     order = torch.randperm(len(images), generator=generator).to(images.device)
     augment, augment_generator = Augmentation.from_config(cfg), epoch_generator(cfg.seed, epoch)
     batch = min(cfg.batch_size, len(images))
+    rank, workers = distributed.rank(), distributed.workers()
     total_loss, correct, seen = 0.0, 0, 0
     for start in range(0, len(images), batch):
         index = order[start : start + batch]
-        if len(index) < 2:  # BatchNorm cannot train on a single image
+        if len(index) < 2 * workers:  # BatchNorm cannot train on a single image (per worker)
             continue
+        index = distributed.shard(index, rank, workers)  # the whole batch on one worker
         try:
             loss, right = step(augment(images[index], augment_generator), labels[index])
         except TrialDiverged as error:
@@ -615,6 +682,7 @@ def _train_epoch(step: _Step, images, labels, cfg: TrialConfig, epoch: int, afte
         total_loss += loss
         correct += right
         seen += len(index)
+    total_loss, correct, seen = distributed.sum_over_workers(total_loss, correct, seen, device=images.device)
     return total_loss / seen, correct / seen
 
 
@@ -634,9 +702,23 @@ def _validate(net, normalize, images, labels, num_classes: int, precision=None) 
     return total_loss / len(images), accuracy, balanced_accuracy(labels, predictions, num_classes)
 
 
-@torch.inference_mode()
 def _predict(net, normalize, images, labels, batch: int, precision) -> tuple[float, torch.Tensor]:
-    """Summed cross-entropy over ``images`` and the predicted classes."""
+    """Summed cross-entropy over ``images`` and the predicted classes; on a CUDA out-of-memory
+    error, again at half the batch (down to 1 image, then TrialInfeasible)."""
+    while True:
+        try:
+            return _predict_batches(net, normalize, images, labels, batch, precision)
+        except torch.cuda.OutOfMemoryError as error:
+            reason = (str(error).strip().splitlines() or ["CUDA out of memory"])[0]
+        if batch == 1:
+            raise TrialInfeasible(f"infeasible: out of memory evaluating one image: {reason}")
+        batch = max(1, batch // 2)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+@torch.inference_mode()
+def _predict_batches(net, normalize, images, labels, batch: int, precision) -> tuple[float, torch.Tensor]:
     net.eval()
     total_loss, predictions = 0.0, []
     for start in range(0, len(images), batch):
@@ -668,39 +750,36 @@ def balanced_accuracy(labels: torch.Tensor, predictions: torch.Tensor, num_class
 
 
 def measure_step_memory(config: Mapping[str, Any], data: TrialData) -> int:
-    """Peak CUDA memory, in bytes, of one training step of ``config`` at its full batch size,
-    including the model, optimizer state and the data set kept on the GPU (not the CUDA context)."""
+    """Peak CUDA memory, in bytes, that a trial of ``config`` reserves over its whole cycle: the data
+    set uploaded (and resized) to the GPU, two training steps at the full batch size (the second
+    holds the optimizer's state as well), validation at its batch of 512 and the batch-1 latency
+    pass. Reserved, not allocated: the caching allocator's blocks are what other trials cannot
+    use. Not the CUDA context (gpu.context_bytes measures that)."""
     if not torch.cuda.is_available():
         raise RuntimeError("measuring a training step's GPU memory needs a CUDA GPU, and none is visible")
     cfg = TrialConfig.from_mapping(config)
     device = torch.device("cuda")
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
+    gpu.release()
+    before = torch.cuda.memory_reserved(device)
     net, normalize, precision = _network(cfg, len(data.classes), device)
-    images = torch.as_tensor(data.train_images).to(device)
-    labels = torch.as_tensor(data.train_labels).to(device)
-    val = torch.as_tensor(data.val_images).to(device)
+    images, labels, val, val_labels = _upload(cfg, device, data.train_images, data.train_labels, data.val_images, data.val_labels)
     batch = min(cfg.batch_size, len(images))
-    step = _Step(
-        net,
-        _optimizer(cfg, net),
-        _loss_fn(cfg, None),
-        normalize,
-        precision,
-        micro_batch=batch,
-    )
+    step = _Step(net, _optimizer(cfg, net), _loss_fn(cfg, None), normalize, precision, micro_batch=batch)
     set_train_mode(net)
     step(images[:batch], labels[:batch])
-    step(images[:batch], labels[:batch])  # the second step holds the optimizer's state as well
-    peak = torch.cuda.max_memory_allocated(device) - before
-    del net, step, images, labels, val
-    torch.cuda.empty_cache()
+    step(images[:batch], labels[:batch])
+    _validate(net, normalize, val, val_labels, len(data.classes), precision)
+    measure_latency_ms(net, normalize(val[:1]), runs=2, warmup=1, autocast=precision.autocast)
+    if step.micro_batch < batch:  # it ran out of memory: the measurement is of a smaller step
+        raise TrialInfeasible(f"infeasible: out of memory measuring batch size {batch} alone on the GPU")
+    peak = torch.cuda.max_memory_reserved(device) - before
+    del net, step, images, labels, val, val_labels
+    gpu.release()
     return int(peak)
 
 
-# Per-process memory the allocator does not count: the CUDA context and cuDNN/cuBLAS workspaces.
-CUDA_CONTEXT_BYTES = 600 * 2**20
+# Kept here for callers of the earlier location; the figure lives in trainables/gpu.py.
+CUDA_CONTEXT_BYTES = gpu.CUDA_CONTEXT_BYTES
 
 
 def trials_per_gpu(

@@ -159,14 +159,31 @@ def test_micro_batch_halves_down_to_the_floor():
 # --- GPUs: precision and packing, the parts that are plain arithmetic -----------------------------
 
 
-def test_mixed_precision_is_bf16_where_supported_else_fp16_and_off_on_the_cpu():
+@pytest.mark.parametrize(
+    "device, capability, precision",
+    [
+        ("cuda", (9, 0), "bf16"),  # H100
+        ("cuda", (8, 0), "bf16"),  # A100: the first with native bf16
+        ("cuda", (8, 6), "bf16"),  # A10, RTX 30xx
+        ("cuda", (7, 5), "fp16"),  # T4: torch calls bf16 "supported", but emulates it
+        ("cuda", (7, 0), "fp16"),  # V100
+        ("cpu", None, "fp32"),
+    ],
+)
+def test_bf16_only_where_it_is_native_else_fp16_and_float32_on_the_cpu(device, capability, precision):
     import torch
 
-    from trainables.classifier import autocast_dtype
+    from trainables.classifier import _Precision, autocast_dtype
+    from trainables.gpu import precision_for
 
-    assert autocast_dtype("cuda", bf16_supported=True) is torch.bfloat16
-    assert autocast_dtype("cuda", bf16_supported=False) is torch.float16
-    assert autocast_dtype("cpu", bf16_supported=True) is None
+    assert precision_for(device, capability) == precision
+    assert autocast_dtype(precision) is {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+    if device == "cpu":
+        assert _Precision(torch.device("cpu")).name == "fp32"
+        assert _Precision(torch.device("cpu")).scaler is None
+        assert _Precision(torch.device("cpu"), "fp16").scaler is not None  # fp16 always scales
+    with pytest.raises(ValueError, match="compute capability"):
+        precision_for("cuda", None)
 
 
 @pytest.mark.parametrize(
