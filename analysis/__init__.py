@@ -2,5 +2,7 @@
 
 ``leaderboard`` ranks the trials; ``study`` exports them as an Optuna study and scores parameter
 importance; ``plots`` and ``report`` draw them into ``report.md``; ``retrain`` trains the winners on
-train + validation and tests each model once; ``predict`` classifies new images with the winner.
+train + validation and tests each model once, ``baseline`` beside them a classic logistic regression
+on the same split; ``tracking`` logs to MLflow (optional); ``predict`` classifies new images with
+the winner.
 """

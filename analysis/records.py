@@ -39,6 +39,7 @@ __all__ = [
     "TrialRecord",
     "append_metrics",
     "read_json",
+    "read_trial",
     "read_trials",
     "trial_dir",
     "unfinished_budget",
@@ -149,6 +150,14 @@ def read_trials(run_dir: Path) -> list[TrialRecord]:
     records = [record for record in records if record is not None]
     records.sort(key=lambda r: (r.status.get("started_at", ""), r.trial_id))
     return records
+
+
+def read_trial(run_dir: Path, trial_id: str) -> TrialRecord:
+    """One recorded trial; FileNotFoundError when it has no config.json."""
+    record = _read_trial(trial_dir(run_dir, trial_id))
+    if record is None:
+        raise FileNotFoundError(f"trial {trial_id!r} has no record in {Path(run_dir) / 'trials'}")
+    return record
 
 
 def _read_trial(directory: Path) -> TrialRecord | None:

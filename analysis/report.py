@@ -138,6 +138,7 @@ def _test_section(run_dir: Path, settings: dict) -> list[str]:
         f"for {int(best['best_epoch'])} epoch(s), test accuracy {best['test_acc_mean']:.4f} ± {best['test_acc_std']:.4f} "
         f"(mean ± std over {int(best['seeds'])} seeds); retraining took {best['retrain_time_s']:.1f} s.**",
         "",
+        *_baseline_lines(best),
         markdown_table(table),
         "",
     ]
@@ -146,6 +147,18 @@ def _test_section(run_dir: Path, settings: dict) -> list[str]:
             lines += [f"![confusion matrix of trial {trial_id}](retrain/{trial_id}-confusion.png)", ""]
             lines += [f"Per class: [retrain/{trial_id}-per_class.csv](retrain/{trial_id}-per_class.csv).", ""]
     return lines
+
+
+def _baseline_lines(best: pd.Series) -> list[str]:
+    if "baseline_test_acc" not in best or pd.isna(best["baseline_test_acc"]):
+        return []
+    gap = best["test_acc_mean"] - best["baseline_test_acc"]
+    return [
+        f"**Classic baseline, {best['baseline']}** (untuned, the same train + validation and test images): "
+        f"test accuracy {best['baseline_test_acc']:.4f}, balanced {best['baseline_test_balanced_acc']:.4f}; "
+        f"the winner is {abs(gap):.4f} {'above' if gap >= 0 else 'below'} it.",
+        "",
+    ]
 
 
 def markdown_table(table: pd.DataFrame) -> str:

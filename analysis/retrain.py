@@ -83,6 +83,8 @@ TTA_METRICS = ("test_acc_tta", "test_loss_tta", "test_balanced_acc_tta")
 MODEL_COLUMNS = (
     "trial_id", "rank", "seed", "epochs", *SUMMARY_METRICS, *TTA_METRICS, "test_examples", "train_examples", "retrain_time_s",
 )  # fmt: skip
+# The classic baseline's columns of test_results.csv (the same on every row: one per run).
+BASELINE_COLUMNS = ("baseline", "baseline_test_acc", "baseline_test_balanced_acc")
 # Trainables whose trials can be retrained and tested here.
 RETRAINABLE = ("classifier", "features")
 # Training images whose refit probabilities predict checks against the stored ones (features models).
@@ -132,32 +134,43 @@ def _load_final_data(run_dir: Path, with_test: bool) -> FinalData:
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """Counts, rows true class, columns predicted class."""
-    labels, predictions = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
-    return np.bincount(labels * num_classes + predictions, minlength=num_classes**2).reshape(num_classes, num_classes)
+    """Counts, rows true class, columns predicted class (scikit-learn's, over every class)."""
+    from sklearn.metrics import confusion_matrix as sklearn_confusion
+
+    return sklearn_confusion(np.asarray(labels), np.asarray(predictions), labels=np.arange(num_classes))
 
 
-def classification_metrics(confusion: np.ndarray, classes: tuple[str, ...]) -> tuple[dict[str, float], pd.DataFrame]:
+def classification_metrics(
+    labels: np.ndarray, predictions: np.ndarray, classes: tuple[str, ...]
+) -> tuple[dict[str, float], pd.DataFrame]:
     """Accuracy, balanced accuracy and macro F1, and per-class precision, recall, F1 and support.
 
-    A class never predicted has precision 0, a class absent from the labels recall 0 (as
-    scikit-learn's ``zero_division=0``); balanced accuracy averages recall over present classes.
+    scikit-learn's metrics: a class never predicted has precision 0, a class absent from the
+    labels recall 0 (``zero_division=0``); balanced accuracy and macro F1 average over the classes
+    present in ``labels``.
     """
-    confusion = np.asarray(confusion, dtype=np.float64)
-    true_positive = np.diag(confusion)
-    support, predicted = confusion.sum(1), confusion.sum(0)
-    precision = np.divide(true_positive, predicted, out=np.zeros_like(true_positive), where=predicted > 0)
-    recall = np.divide(true_positive, support, out=np.zeros_like(true_positive), where=support > 0)
-    both = precision + recall
-    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(true_positive), where=both > 0)
+    import warnings
+
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, precision_recall_fscore_support
+
+    labels, predictions = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
+    everyone = np.arange(len(classes))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predictions, labels=everyone, zero_division=0
+    )
     per_class = pd.DataFrame(
         {"class": list(classes), "precision": precision, "recall": recall, "f1": f1, "support": support.astype(int)}
     )
-    present = support > 0
+    present = np.unique(labels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "y_pred contains classes not in y_true": recall over present ones
+        balanced = float(balanced_accuracy_score(labels, predictions)) if len(labels) else 0.0
     summary = {
-        "test_acc": float(true_positive.sum() / max(1.0, confusion.sum())),
-        "test_balanced_acc": float(recall[present].mean()) if present.any() else 0.0,
-        "test_macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "test_acc": float(accuracy_score(labels, predictions)) if len(labels) else 0.0,
+        "test_balanced_acc": balanced,
+        "test_macro_f1": float(f1_score(labels, predictions, labels=present, average="macro", zero_division=0))
+        if len(present)
+        else 0.0,
     }
     return summary, per_class
 
@@ -248,12 +261,28 @@ def retrain(
     models = pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
     write_text(root / "models.csv", models.to_csv(index=False))
     table = _summarize(models, board)
+    # A classic baseline on the same split, shown beside the winner (analysis/baseline.py).
+    from analysis.baseline import fit_baseline
+
+    if data is None:
+        data = load_final_data(run_dir)
+    baseline = fit_baseline(root, data, chosen[0][1]["config"], threads=threads, force=force)
+    for key in BASELINE_COLUMNS:
+        table[key] = baseline[key]
     write_text(run_dir / "test_results.csv", table.to_csv(index=False))
     _write_per_trial(root, models)
     out(
         f"retrain: {len(models)} model(s) ({reused} reused from an earlier retrain; --force retrains them) "
         f"in {time.monotonic() - started:.1f} s; test results: {run_dir / 'test_results.csv'}"
     )
+    if (run_dir / "mlflow.json").is_file():  # the search was tracked in MLflow: so is its winner
+        from analysis.tracking import log_retrain
+
+        try:
+            logged = log_retrain(run_dir, table, models)
+            out(f"retrain: logged to MLflow, run(s) {', '.join(logged)}")
+        except Exception as error:  # noqa: BLE001 (tracking never loses the test results written above)
+            out(f"retrain: MLflow logging failed ({type(error).__name__}: {error}); the results above are written")
     if ensemble:
         labels = (data or load_final_data(run_dir)).test_labels
         members = [[root / f"{trial_id}-seed{seed}" for seed in group["seed"]] for trial_id, group in models.groupby("trial_id", sort=False)]
@@ -301,8 +330,9 @@ def _test_metrics(probabilities: np.ndarray, labels: np.ndarray, classes) -> tup
     from trainables.features import log_loss
 
     test_loss = log_loss(probabilities, labels)
-    confusion = confusion_matrix(labels, probabilities.argmax(1), len(classes))
-    summary, per_class = classification_metrics(confusion, classes)
+    predictions = probabilities.argmax(1)
+    confusion = confusion_matrix(labels, predictions, len(classes))
+    summary, per_class = classification_metrics(labels, predictions, classes)
     return summary | {"test_loss": test_loss}, confusion, per_class
 
 
@@ -566,5 +596,12 @@ def format_test_summary(table: pd.DataFrame) -> str:
                 if "test_acc_tta_mean" in row and not pd.isna(row["test_acc_tta_mean"])
                 else ""
             )
+        )
+    if len(table) and "baseline_test_acc" in table:
+        row = table.iloc[0]
+        lines.append(
+            f"baseline ({row['baseline']}, same split): test accuracy {row['baseline_test_acc']:.4f}, "
+            f"balanced {row['baseline_test_balanced_acc']:.4f} | winner {row['test_acc_mean']:.4f} "
+            f"({row['test_acc_mean'] - row['baseline_test_acc']:+.4f})"
         )
     return "\n".join(lines)

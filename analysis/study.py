@@ -31,6 +31,7 @@ from analysis.records import RunDir, read_trials, write_text
 
 __all__ = [
     "IMPORTANCE_COLUMNS",
+    "LiveStudy",
     "export_study",
     "frozen_trials",
     "parameter_importance",
@@ -46,59 +47,109 @@ def frozen_trials(run_dir: Path) -> tuple[list[Any], dict[str, Any]]:
 
     Raises ValueError naming the trial when the space file no longer replays its values.
     """
-    import optuna
-    from optuna.trial import TrialState, create_trial
+    replay = _Replay(Path(run_dir))
+    return [replay.frozen(record) for record in read_trials(run_dir)], replay.settings
 
-    from analysis.leaderboard import objectives_of
-    from search.spaces import load_space
 
-    run_dir = Path(run_dir)
-    recorded = RunDir(run_dir).settings()
-    settings = recorded.to_dict() | {"mode": recorded.mode}
-    metric, mode = settings["metric"], settings["mode"]
-    objectives = list(objectives_of(settings))
-    space = load_space(run_dir / "space.py")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    replay = optuna.create_study()
-    trials = []
-    for record in read_trials(run_dir):
-        replay.enqueue_trial(record.params, skip_if_exists=False)
-        asked = replay.ask()
+class _Replay:
+    """Turns a run's trial records into Optuna trials by replaying them through its space file."""
+
+    def __init__(self, run_dir: Path):
+        import optuna
+
+        from analysis.leaderboard import objectives_of
+        from search.spaces import load_space
+
+        self.run_dir = run_dir
+        recorded = RunDir(run_dir).settings()
+        self.settings = recorded.to_dict() | {"mode": recorded.mode}
+        self.metric, self.mode = self.settings["metric"], self.settings["mode"]
+        self.objectives = list(objectives_of(self.settings))
+        self.space = load_space(run_dir / "space.py")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.study = optuna.create_study()
+
+    def frozen(self, record) -> Any:
+        from optuna.trial import TrialState, create_trial
+
+        self.study.enqueue_trial(record.params, skip_if_exists=False)
+        asked = self.study.ask()
         try:
-            space.space(asked)
+            self.space.space(asked)
             problem = ""
         except Exception as error:  # e.g. a recorded value outside an edited range or choice list
             problem = f"{type(error).__name__}: {error}"
-        replay.tell(asked, state=TrialState.FAIL)
+        self.study.tell(asked, state=TrialState.FAIL)
         changed = {n: (record.params.get(n), v) for n, v in asked.params.items() if record.params.get(n) != v}
         if problem or changed:
             raise ValueError(
-                f"trial {record.trial_id}: {run_dir / 'space.py'} does not replay the recorded values "
+                f"trial {record.trial_id}: {self.run_dir / 'space.py'} does not replay the recorded values "
                 f"{record.params} ({problem or f'recorded, replayed: {changed}'}); was space.py edited after the run?"
             )
+        metric = self.metric
         params = {name: record.params[name] for name in asked.params}
         scores = {m["epoch"]: m[metric] for m in record.metrics if m.get(metric) is not None and "epoch" in m}
-        values = _values(record, metric, mode, objectives) if scores else None
+        values = _values(record, metric, self.mode, self.objectives) if scores else None
         state = TrialState.COMPLETE if values else TrialState.FAIL
-        trials.append(
-            create_trial(
-                state=state,
-                values=values,
-                params=params,
-                distributions={name: asked.distributions[name] for name in params},
-                intermediate_values=scores,
-                user_attrs={
-                    "trial_id": record.trial_id,
-                    "status": record.status.get("status", ""),
-                    "error": record.status.get("error", ""),
-                    "epochs": len(record.metrics),
-                    # The space's constants, e.g. lr_schedule: not searched, but part of the config.
-                    "constants": {k: v for k, v in record.params.items() if k not in params},
-                },
-                system_attrs={},
-            )
+        return create_trial(
+            state=state,
+            values=values,
+            params=params,
+            distributions={name: asked.distributions[name] for name in params},
+            intermediate_values=scores,
+            user_attrs={
+                "trial_id": record.trial_id,
+                "status": record.status.get("status", ""),
+                "error": record.status.get("error", ""),
+                "epochs": len(record.metrics),
+                # The space's constants, e.g. lr_schedule: not searched, but part of the config.
+                "constants": {k: v for k, v in record.params.items() if k not in params},
+            },
+            system_attrs={},
         )
-    return trials, settings
+
+
+class LiveStudy:
+    """The run's Optuna study in ``sqlite:///RUN_DIR/study.db``, one trial added as each trial ends,
+    so that ``optuna-dashboard`` shows a search while it runs.
+
+    The same study (name, directions, trials as ``frozen_trials`` makes them) that ``export_study``
+    writes at the end; the export replaces it whole, so a trial is never in it twice.
+    """
+
+    def __init__(self, run_dir: Path):
+        import optuna
+
+        run_dir = Path(run_dir).resolve()
+        self._replay = _Replay(run_dir)
+        self.storage = f"sqlite:///{run_dir / 'study.db'}"
+        self.name = self._replay.settings.get("name") or run_dir.name
+        self.study = optuna.create_study(
+            study_name=self.name,
+            storage=self.storage,
+            directions=study_directions(self._replay.settings),
+            load_if_exists=True,
+        )
+        if not self.study.user_attrs:
+            _describe(self.study, self._replay.settings, run_dir)
+        self._added = {t.user_attrs.get("trial_id") for t in self.study.get_trials(deepcopy=False)}
+
+    def add(self, record) -> bool:
+        """Add one ended trial's record; False when it is in the study already."""
+        if record.trial_id in self._added:
+            return False
+        self.study.add_trial(self._replay.frozen(record))
+        self._added.add(record.trial_id)
+        return True
+
+
+def _describe(study, settings: dict, run_dir: Path) -> None:
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(_objective_names(settings))
+    study.set_user_attr("run_dir", str(run_dir))
 
 
 def _values(record, metric: str, mode: str, objectives: list[str]) -> list[float] | None:
@@ -131,8 +182,10 @@ def study_directions(settings: dict) -> list[str]:
 def export_study(run_dir: Path, storage: str | None = None) -> tuple[str, str]:
     """Write the run's trials as an Optuna study; return (storage URL, study name).
 
-    Default storage: ``sqlite:///RUN_DIR/study.db``, replaced on every export. A study of the same
-    name in another storage is deleted and written again.
+    Default storage: ``sqlite:///RUN_DIR/study.db``, where the engine's ``LiveStudy`` added each
+    trial as it ended: that study is completed in place (the same study, no trial twice), or written
+    again when it differs from the records. A study of the same name in another storage is deleted
+    and written again.
     """
     import optuna
 
@@ -140,21 +193,43 @@ def export_study(run_dir: Path, storage: str | None = None) -> tuple[str, str]:
     trials, settings = frozen_trials(run_dir)
     name = settings.get("name") or run_dir.name
     if storage is None:
-        path = run_dir / "study.db"
-        path.unlink(missing_ok=True)
-        storage = f"sqlite:///{path}"
+        storage = f"sqlite:///{run_dir / 'study.db'}"
+        if _complete_live_study(storage, name, trials):
+            return storage, name
+        (run_dir / "study.db").unlink(missing_ok=True)
     else:
         try:
             optuna.delete_study(study_name=name, storage=storage)
         except KeyError:
             pass  # nothing to replace
     study = optuna.create_study(study_name=name, storage=storage, directions=study_directions(settings))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(_objective_names(settings))
-    study.set_user_attr("run_dir", str(run_dir))
+    _describe(study, settings, run_dir)
     study.add_trials(trials)
     return storage, name
+
+
+def _complete_live_study(storage: str, name: str, trials: list) -> bool:
+    """Bring the live study (``LiveStudy``) up to date in place, keeping its id for a dashboard that
+    watches it: True when every trial it holds is one of ``trials`` as recorded now (the missing ones
+    are added); False when it is missing or differs (the caller writes it again)."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except Exception:  # no such study, no such file, another Optuna schema: write it again
+        return False
+    wanted = {t.user_attrs["trial_id"]: t for t in trials}
+    held = study.get_trials(deepcopy=False)
+    for trial in held:
+        expected = wanted.get(trial.user_attrs.get("trial_id"))
+        if expected is None or (trial.state, trial.values, trial.params, trial.user_attrs) != (
+            expected.state, expected.values, expected.params, expected.user_attrs
+        ):
+            optuna.delete_study(study_name=name, storage=storage)
+            return False
+    present = {t.user_attrs.get("trial_id") for t in held}
+    study.add_trials([t for t in trials if t.user_attrs["trial_id"] not in present])
+    return True
 
 
 def _objective_names(settings: dict) -> list[str]:

@@ -168,27 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _finish_run(run_dir, retrain: bool) -> None:
     """After the search: retrain the winner and test it once (unless --no-retrain), then the report."""
-    from analysis.records import unfinished_budget
-    from analysis.report import write_report
-    from analysis.retrain import format_test_summary
-    from analysis.retrain import retrain as retrain_top
+    from search.api import finish_run
 
-    missing = unfinished_budget(run_dir)
-    if retrain and missing:
-        # Interrupted (Ctrl-C stops Ray Tune gracefully): the winner is not known yet.
-        print(
-            f"\nthe search stopped with {missing} budgeted trial(s) not finished; retraining waits for the "
-            f"finished search: `python -m search resume {run_dir}` completes it and retrains",
-            file=sys.stderr,
-        )
-        retrain = False
-    if retrain:
-        print("")
-        try:
-            print(format_test_summary(retrain_top(run_dir)))
-        except ValueError as error:  # e.g. every trial failed: nothing to retrain, the run still stands
-            print(f"retrain skipped: {error}", file=sys.stderr)
-    print(f"report: {write_report(run_dir)}")
+    finish_run(run_dir, retrain=retrain, out=print, warn=lambda line: print(line, file=sys.stderr))
 
 
 def _prepare(args: argparse.Namespace):

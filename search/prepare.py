@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from analysis.records import RunDir, write_json, write_text
+from analysis.tracking import check_tracking_uri, tracking_uri
 from search.samplers import SAMPLERS
 from search.schedulers import SCHEDULERS
 from search.settings import Settings
@@ -57,6 +58,10 @@ def prepare_run(
     for registry, name in ((SAMPLERS, settings.sampler), (SCHEDULERS, settings.scheduler)):
         registry[name].check(settings, space)  # what the strategy cannot run (grid: a continuous parameter)
     check_address(settings.address)
+    uri = tracking_uri(settings.mlflow)  # --mlflow, else MLFLOW_TRACKING_URI
+    if uri:
+        check_tracking_uri(uri)
+        settings = dataclasses.replace(settings, mlflow=uri)
 
     name = settings.name or f"{space.path.stem}-{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}"
     run_dir = Path(settings.storage).expanduser().resolve() / name

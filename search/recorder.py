@@ -14,6 +14,7 @@ from ray import tune
 
 from analysis.leaderboard import best_epoch
 from analysis.records import RunDir, append_metrics, trial_dir, write_json
+from search.progress import Progress
 from search.settings import Settings
 from search.spaces import trial_defaults
 from search.trial import FINAL_ERROR, INFEASIBLE, REPLAYED, trial_status_from_error
@@ -24,7 +25,7 @@ __all__ = ["RunRecorder", "clock"]
 class RunRecorder(tune.Callback):
     """Runs in the driver: writes each trial's files and TensorBoard events, and prints progress."""
 
-    def __init__(self, run_dir: Path, settings: Settings, out: Callable[[str], None], every_s: float = 15.0):
+    def __init__(self, run_dir: Path, settings: Settings, out: Callable[[str], None], every_s: float | None = None):
         self.run_dir, self.settings, self.out, self.every_s = run_dir, settings, out, every_s
         self.defaults = trial_defaults(settings, threads=max(1, int(settings.cpus_per_trial)))
         self.started = time.monotonic()
@@ -35,6 +36,8 @@ class RunRecorder(tune.Callback):
         self.started_at: dict[str, str] = {}
         self.replayed: set[str] = set()
         self.retries: dict[str, int] = {}
+        self.progress = Progress(out, every_s or settings.progress_every_s)
+        self.live_study: Any = None  # analysis.study.LiveStudy, opened at the first ended trial
 
     def on_trial_start(self, iteration, trials, trial, **info):
         directory = trial_dir(self.run_dir, trial.trial_id)
@@ -117,16 +120,34 @@ class RunRecorder(tune.Callback):
     def on_experiment_end(self, trials, **info):
         for writer in self.writers.values():
             writer.close()
+        self.progress.close()
 
     def _finish(self, trial, status: str, error: str) -> None:
         self.finished[trial.trial_id] = status
         self._status(trial, status, error=error)
+        self._add_to_live_study(trial.trial_id)
         if trial.trial_id in self.replayed:
             return
         writer = self._writer(trial.trial_id)
         _write_hparams(writer, trial.config, self._best_of(trial))
         writer.close()
         self.writers.pop(trial.trial_id, None)
+
+    def _add_to_live_study(self, trial_id: str) -> None:
+        """RUN_DIR/study.db gets each trial as it ends, for optuna-dashboard; a failure here is
+        reported once and never stops the search (the report writes the study again at the end)."""
+        from analysis.records import read_trial
+        from analysis.study import LiveStudy
+
+        if self.live_study is False:
+            return
+        try:
+            if self.live_study is None:
+                self.live_study = LiveStudy(self.run_dir)
+            self.live_study.add(read_trial(self.run_dir, trial_id))
+        except Exception as error:  # noqa: BLE001 (monitoring only: the run's records stand)
+            self.live_study = False
+            self.out(f"live Optuna study disabled ({type(error).__name__}: {error}); `report` writes it at the end")
 
     def _best_of(self, trial) -> dict[str, float]:
         # The run directory's reader: a torn last line is skipped, an epoch repeated after a
@@ -170,10 +191,11 @@ class RunRecorder(tune.Callback):
         return self.writers[trial_id]
 
     def _progress(self, trials, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self.last_print < self.every_s:
+        # search.progress decides when to show: a bar on a terminal, else a line every every_s
+        # seconds and one at the end, however fast trials finish (``force`` is only a hint now).
+        if not self.progress.due(len(self.finished), self.settings.trials):
             return
-        self.last_print = now
+        now = time.monotonic()
         running = sum(1 for t in trials if t.status == "RUNNING" and t.trial_id not in self.finished)
         stopped = sum(1 for s in self.finished.values() if s.startswith("stopped"))
         errors = sum(1 for s in self.finished.values() if s == "error" or s.startswith("infeasible"))
@@ -183,9 +205,12 @@ class RunRecorder(tune.Callback):
             if self.best
             else "no result yet"
         )
-        self.out(
+        self.progress.update(
+            len(self.finished),
+            self.settings.trials,
             f"[{clock(now - self.started)}] {len(self.finished)}/{self.settings.trials} finished "
-            f"({stopped} stopped early, {errors} errors), {running} running, {pending} pending | {best}"
+            f"({stopped} stopped early, {errors} errors), {running} running, {pending} pending | {best}",
+            summary=f"{running} running, {errors} errors | {best}",
         )
 
 

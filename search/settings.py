@@ -138,6 +138,11 @@ class Settings:
     storage: str = "runs"
     # Ray cluster to join ("auto" or host:port); empty: start a local Ray session.
     address: str = ""
+    # MLflow tracking URI (e.g. http://127.0.0.1:5000, sqlite:///mlflow.db): one MLflow run per
+    # trial, nested under one for the search. Empty: MLFLOW_TRACKING_URI when set, else no MLflow.
+    mlflow: str = ""
+    # Seconds between plain progress lines when the output is not a terminal (a terminal gets a bar).
+    progress_every_s: float = 15.0
 
     def __post_init__(self) -> None:
         _check(self.trials >= 1, "trials", self.trials, "an integer >= 1")
@@ -179,6 +184,7 @@ class Settings:
             self.gpus_per_trial,
             "> 0 when gpu_packing is 'auto' (trials must use GPUs to share them; e.g. --gpus-per-trial 1)",
         )
+        _check(self.progress_every_s > 0, "progress_every_s", self.progress_every_s, "a number of seconds > 0")
         _check(self.max_failures >= 0, "max_failures", self.max_failures, "an integer >= 0 (0: never retry)")
         _check(0 < self.data_fraction <= 1, "data_fraction", self.data_fraction, "0 < data_fraction <= 1")
         _check(self.image_size >= 8, "image_size", self.image_size, "an integer >= 8 (pixels)")

@@ -16,6 +16,7 @@ Helper constants that are not settings must start with an underscore.
 
 from __future__ import annotations
 
+import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,10 @@ __all__ = [
     "Parameters",
     "SpaceFile",
     "SpaceFunction",
+    "SpaceParameterError",
     "dry_run",
     "load_space",
+    "naming_errors",
     "parameters",
     "resolve_settings",
     "trial_defaults",
@@ -106,13 +109,50 @@ class SpaceFunction:
     def __call__(self, trial: Any) -> dict | None:
         if self._function is None:
             self._function = _execute(Path(self.path), self.text).space
-        return self._function(trial)
+        return self._function(naming_errors(trial, self.path))
 
     def __getstate__(self) -> dict[str, str]:
         return {"path": self.path, "text": self.text}
 
     def __setstate__(self, state: dict[str, str]) -> None:
         self.__init__(state["path"], state["text"])
+
+
+class SpaceParameterError(ValueError):
+    """A ``trial.suggest_*`` call of a space file that Optuna refused, naming the parameter and line."""
+
+
+class _NamingTrial:
+    """An Optuna trial whose ``suggest_*`` errors name the space file, its line, the parameter, the
+    call's values and Optuna's rule. Everything else is the trial's own."""
+
+    def __init__(self, trial: Any, path: str):
+        self._trial, self._path = trial, path
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._trial, name)
+        if not name.startswith("suggest_") or not callable(attribute):
+            return attribute
+        path = self._path
+
+        def suggest(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attribute(*args, **kwargs)
+            except (ValueError, TypeError) as error:
+                caller = sys._getframe(1)  # the space file's line, when the call is written there
+                line = f", line {caller.f_lineno}" if caller.f_code.co_filename == path else ""
+                parameter = args[0] if args else kwargs.get("name", "?")
+                shown = ", ".join([*(repr(a) for a in args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+                raise SpaceParameterError(
+                    f"space file {path!r}{line}: parameter {parameter!r}: trial.{name}({shown}) is refused: {error}"
+                ) from None
+
+        return suggest
+
+
+def naming_errors(trial: Any, path: str | Path) -> Any:
+    """``trial`` with ``suggest_*`` errors that name the space file's line and the parameter."""
+    return _NamingTrial(trial, str(path))
 
 
 def resolve_settings(space: SpaceFile, overrides: dict[str, Any]) -> Settings:
@@ -150,7 +190,9 @@ def dry_run(space: SpaceFile, settings: Settings, samples: int = 16) -> list[dic
     for _ in range(samples):
         trial = study.ask()
         try:
-            constants = space.space(trial)
+            constants = space.space(naming_errors(trial, space.path))
+        except SpaceParameterError:
+            raise
         except Exception as error:
             raise ValueError(f"{where}: space(trial) raised {type(error).__name__}: {error}") from None
         if constants is not None and not isinstance(constants, dict):

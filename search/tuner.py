@@ -183,7 +183,13 @@ def _tuner_trainable(settings: Settings, data, run_dir: Path, finished: dict | N
 
 def _callbacks(recorder: RunRecorder) -> list:
     # Ray's own per-trial JSON/CSV results beside ours, without its TensorBoard logger.
-    return [recorder, JsonLoggerCallback(), CSVLoggerCallback()]
+    callbacks = [recorder, JsonLoggerCallback(), CSVLoggerCallback()]
+    if recorder.settings.mlflow:  # after the recorder, which writes each trial's status first
+        from search.tracking import MlflowCallback
+
+        settings = recorder.settings
+        callbacks.append(MlflowCallback(recorder.run_dir, settings.mlflow, settings.metric, settings.mode))
+    return callbacks
 
 
 def _trial_dirname(trial) -> str:

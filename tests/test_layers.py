@@ -20,6 +20,7 @@ RAY_MODULES = {
     "search.recorder",
     "search.strategies",
     "search.trial",
+    "search.tracking",
     "search.tuner",
     "search.workers",
     # The scheduler registry's builders import Ray when a search starts, never at import.

@@ -795,12 +795,19 @@ def _predict_batches(net, normalize, images, labels, batch: int, precision) -> t
 
 
 def balanced_accuracy(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int) -> float:
-    """Mean recall over the classes present in ``labels`` (as analysis.retrain's test_balanced_acc)."""
-    labels, predictions = torch.as_tensor(labels).long(), torch.as_tensor(predictions).long()
-    support = torch.bincount(labels, minlength=num_classes)
-    hits = torch.bincount(labels[predictions == labels], minlength=num_classes)
-    present = support > 0
-    return float((hits[present].double() / support[present].double()).mean()) if present.any() else 0.0
+    """Mean recall over the classes present in ``labels``: scikit-learn's ``balanced_accuracy_score``
+    (as analysis.retrain's test_balanced_acc). ``num_classes`` is kept for callers; unused."""
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    labels = torch.as_tensor(labels).long().cpu().numpy()
+    predictions = torch.as_tensor(predictions).long().cpu().numpy()
+    if len(labels) == 0:
+        return 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "y_pred contains classes not in y_true"
+        return float(balanced_accuracy_score(labels, predictions))
 
 
 def measure_step_memory(config: Mapping[str, Any], data: TrialData) -> int:

@@ -145,10 +145,15 @@ def train_features(
 
 
 def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Mean cross-entropy of class probabilities, clipped at 1e-12: features trials' val_loss and
-    the retrain's test loss."""
-    picked = probabilities[np.arange(len(labels)), np.asarray(labels)]
-    return float(-np.log(np.clip(picked, 1e-12, None)).mean()) + 0.0  # + 0.0: no "-0.0" in a CSV
+    """Mean cross-entropy of class probabilities (scikit-learn's ``log_loss`` over every column's
+    class): features trials' val_loss and the retrain's test loss."""
+    from sklearn.metrics import log_loss as sklearn_log_loss
+
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    # Softmax rows sum to 1 within float32 rounding; scikit-learn wants them normalised exactly.
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
+    loss = sklearn_log_loss(np.asarray(labels), probabilities, labels=np.arange(probabilities.shape[1]))
+    return float(loss) + 0.0  # + 0.0: no "-0.0" in a CSV
 
 
 @dataclass

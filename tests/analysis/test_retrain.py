@@ -17,7 +17,7 @@ def test_metrics_match_scikit_learn_including_a_class_never_predicted():
     labels = rng.integers(0, 4, 200)
     predictions = np.where(rng.random(200) < 0.7, labels, rng.integers(0, 3, 200))  # class 3 rarely right
     predictions[predictions == 3] = 2  # and never predicted
-    summary, per_class = classification_metrics(confusion_matrix(labels, predictions, 4), ("a", "b", "c", "d"))
+    summary, per_class = classification_metrics(labels, predictions, ("a", "b", "c", "d"))
     precision, recall, f1, support = precision_recall_fscore_support(labels, predictions, labels=range(4), zero_division=0)
     assert per_class["precision"].tolist() == pytest.approx(precision.tolist())
     assert per_class["recall"].tolist() == pytest.approx(recall.tolist())
@@ -29,9 +29,27 @@ def test_metrics_match_scikit_learn_including_a_class_never_predicted():
 
 
 def test_balanced_accuracy_ignores_a_class_absent_from_the_test_labels():
-    summary, per_class = classification_metrics(np.array([[3, 1, 0], [0, 4, 0], [0, 0, 0]]), ("a", "b", "c"))
+    # Confusion [[3, 1, 0], [0, 4, 0], [0, 0, 0]]: class c is absent from the labels.
+    labels, predictions = np.array([0, 0, 0, 0, 1, 1, 1, 1]), np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    summary, per_class = classification_metrics(labels, predictions, ("a", "b", "c"))
     assert summary["test_balanced_acc"] == pytest.approx((0.75 + 1.0) / 2)
     assert per_class["recall"].iloc[2] == 0.0 and per_class["support"].iloc[2] == 0
+
+
+def test_scikit_learn_metrics_agree_with_the_definitions_on_a_known_case():
+    """Balanced accuracy is the mean recall over present classes; log loss the mean of -log p(true class)."""
+    from trainables.features import log_loss
+
+    labels = np.array([0, 0, 0, 0, 1, 1, 3])
+    predictions = np.array([0, 0, 0, 0, 0, 1, 0])
+    summary, _ = classification_metrics(labels, predictions, ("a", "b", "c", "d"))
+    assert summary["test_balanced_acc"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    assert summary["test_acc"] == pytest.approx(5 / 7)
+    probabilities = np.array([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]], dtype=np.float32)
+    expected = -(np.log(0.5) + np.log(0.8) + np.log(0.2)) / 3
+    assert log_loss(probabilities, np.array([0, 1, 0])) == pytest.approx(expected, rel=1e-6)
+    # Only two of the three classes among the labels: the third column is still a class.
+    assert log_loss(probabilities[:2], np.array([0, 1])) == pytest.approx(-(np.log(0.5) + np.log(0.8)) / 2, rel=1e-6)
 
 
 def test_mean_and_sample_std_over_seeds():

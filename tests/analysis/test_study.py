@@ -7,7 +7,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
 from analysis.records import append_metrics, trial_dir, write_json
-from analysis.study import export_study, frozen_trials, parameter_importance
+from analysis.records import read_trial
+from analysis.study import LiveStudy, export_study, frozen_trials, parameter_importance
 
 SPACE = '''
 def space(trial):
@@ -70,6 +71,30 @@ def test_exported_study_loads_with_one_trial_per_row_and_replaces_itself(run_dir
     other = f"sqlite:///{tmp_path_factory.mktemp('elsewhere') / 'optuna.db'}"
     assert export_study(run_dir, other) == (other, "demo")
     assert len(optuna.load_study(study_name="demo", storage=other).trials) == 5
+
+
+def test_the_live_study_grows_as_trials_end_and_the_export_completes_it_in_place(run_dir):
+    live = LiveStudy(run_dir)
+    assert live.add(read_trial(run_dir, "a")) and live.add(read_trial(run_dir, "e"))
+    assert not live.add(read_trial(run_dir, "a"))  # never twice
+    watched = optuna.load_study(study_name="demo", storage=live.storage)  # as optuna-dashboard reads it
+    assert [t.user_attrs["trial_id"] for t in watched.trials] == ["a", "e"] and watched.best_value == 0.9
+    study_id = watched._study_id
+    assert not LiveStudy(run_dir).add(read_trial(run_dir, "e"))  # reopened (resume): knows what it holds
+    url, name = export_study(run_dir)
+    (summary,) = optuna.get_all_study_summaries(url)
+    assert (summary.study_name, summary._study_id, summary.n_trials) == ("demo", study_id, 5)
+    exported = sorted(t.user_attrs["trial_id"] for t in optuna.load_study(study_name=name, storage=url).trials)
+    assert exported == ["a", "b", "c", "d", "e"]
+
+
+def test_a_live_study_that_differs_from_the_records_is_written_again(run_dir):
+    live = LiveStudy(run_dir)
+    live.add(read_trial(run_dir, "a"))
+    append_metrics(trial_dir(run_dir, "a") / "metrics.jsonl", {"epoch": 3, "val_acc": 0.95, "val_loss": 0.05})
+    url, name = export_study(run_dir)
+    study = optuna.load_study(study_name=name, storage=url)
+    assert len(study.trials) == 5 and study.best_value == 0.95
 
 
 def test_importance_names_every_parameter_and_says_why_one_is_unscored(run_dir):

@@ -1,9 +1,10 @@
+import re
 import textwrap
 
 import pytest
 
 from search.settings import Settings
-from search.spaces import SpaceFunction, dry_run, load_space, resolve_settings
+from search.spaces import SpaceFunction, SpaceParameterError, dry_run, load_space, resolve_settings
 from tests.conftest import REPO
 
 
@@ -67,8 +68,8 @@ def test_bad_setting_value_names_file_and_rule(tmp_path):
 @pytest.mark.parametrize(
     "body, message",
     [
-        ("    trial.suggest_float('lr', 1.0, 0.1)\n", r"space file .* raised ValueError: .*low"),
-        ("    trial.suggest_float('lr', 0.0, 0.1, log=True)\n", r"raised ValueError"),
+        ("    trial.suggest_float('lr', 1.0, 0.1)\n", r"space file .*, line 2: parameter 'lr': .*low <= high"),
+        ("    trial.suggest_float('lr', 0.0, 0.1, log=True)\n", r"line 2: parameter 'lr': .*`low > 0` must hold"),
         ("    trial.suggest_categorical('optimizer', ['adam', 'sgdd'])\n", r"`optimizer` is 'sgdd'.*did you mean 'sgd'"),
         ("    trial.suggest_float('learning_rate', 1e-3, 1e-1)\n", r"unknown trial parameter 'learning_rate'"),
         ("    return [1]\n", r"must return a dict of constants or None, got list"),
@@ -91,3 +92,38 @@ def test_space_function_pickles_by_its_text(tmp_path):
     path.unlink()  # the pickle does not need the file any more
     trial = optuna.create_study().ask()
     assert function(trial) == {"dropout": 0.1} and 1 <= trial.params["conv_blocks"] <= 5
+
+
+@pytest.mark.parametrize(
+    "call, parameter, rule",
+    [
+        ('trial.suggest_float("lr", 1.0, 0.1)', "lr", r"`low <= high` must hold, but got \(low=1.0, high=0.1\)"),
+        ('trial.suggest_float("lr", 0.0, 0.1, log=True)', "lr", r"`low > 0` must hold for `log=True`"),
+        ('trial.suggest_int("conv_blocks", 1, 5, step=0)', "conv_blocks", r"`step > 0` must hold, but got step=0"),
+        ('trial.suggest_categorical("optimizer", [])', "optimizer", r"`choices` must contain one or more elements"),
+    ],
+)
+def test_suggest_errors_name_the_parameter_the_values_the_rule_and_the_line(tmp_path, call, parameter, rule):
+    path = _space(tmp_path, f'MODEL = "scratch_resnet"\n\n\ndef space(trial):\n    trial.suggest_int("base_width", 8, 16)\n    {call}\n    return {{}}\n')
+    space = load_space(path)
+    with pytest.raises(SpaceParameterError) as caught:
+        dry_run(space, resolve_settings(space, {}))
+    message = str(caught.value)
+    assert message.startswith(f"space file {str(path)!r}, line 6: parameter {parameter!r}: ")
+    assert call.replace('"', "'").replace("trial.", "") in message.replace("trial.", ""), message
+    assert re.search(rule, message), message
+
+
+def test_a_parameter_whose_kind_changes_between_trials_is_named(tmp_path):
+    body = """
+        TRAINABLE = "tests.trivial:constant"
+        def space(trial):
+            if trial.number == 0:
+                trial.suggest_float("depth", 1, 4)
+            else:
+                trial.suggest_int("depth", 1, 4)
+            return {"model": "scratch_resnet"}
+        """
+    space = load_space(_space(tmp_path, body))
+    with pytest.raises(ValueError, match=r"line 7: parameter 'depth': trial.suggest_int\('depth', 1, 4\) is refused: Cannot set"):
+        dry_run(space, resolve_settings(space, {}))

@@ -1,0 +1,23 @@
+"""A trivial trainable for engine tests that are about the engine, not training: it reports one
+epoch whose val_acc is the sampled ``x`` (``TRAINABLE = "tests.trivial:constant"``)."""
+
+
+def constant(config, data, report, checkpoints=None):
+    x = float(config["x"])
+    report({"epoch": 1, "val_acc": x, "val_loss": 1.0 - x})
+
+
+def live_study(config, data, report, checkpoints=None):
+    """As ``constant``, and reports ``live_trials``: how many trials the run's Optuna study
+    (``config["study_db"]``, study ``config["study_name"]``) held when this trial started."""
+    from pathlib import Path
+
+    import optuna
+
+    path = Path(config["study_db"])
+    try:
+        seen = len(optuna.load_study(study_name=config["study_name"], storage=f"sqlite:///{path}").trials)
+    except KeyError:  # the first trial: no study yet
+        seen = 0
+    x = float(config["x"])
+    report({"epoch": 1, "val_acc": x, "val_loss": 1.0 - x, "live_trials": seen})
