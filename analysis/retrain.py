@@ -56,10 +56,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.records import RunDir, read_json, read_trials, trial_dir, write_json, write_text
+from trainables import TRAINABLES, Trainable
 
 __all__ = [
     "FinalData",
-    "RETRAINABLE",
     "classification_metrics",
     "confusion_matrix",
     "ensemble_table",
@@ -85,10 +85,6 @@ MODEL_COLUMNS = (
 )  # fmt: skip
 # The classic baseline's columns of test_results.csv (the same on every row: one per run).
 BASELINE_COLUMNS = ("baseline", "baseline_test_acc", "baseline_test_balanced_acc")
-# Trainables whose trials can be retrained and tested here.
-RETRAINABLE = ("classifier", "features")
-# Training images whose refit probabilities predict checks against the stored ones (features models).
-_FIT_CHECK_IMAGES = 8
 
 
 @dataclass(frozen=True)
@@ -223,11 +219,11 @@ def retrain(
     for _, entry in ranked.head(top_k).iterrows():
         recorded = read_json(trial_dir(run_dir, str(entry["trial_id"])) / "config.json")
         trainable = recorded.get("trainable", "classifier")
-        if trainable not in RETRAINABLE:
+        if trainable not in TRAINABLES:  # a custom "package.module:function" trainable has no refit
             raise ValueError(
-                f"trial {entry['trial_id']} ran trainable {trainable!r}; retrain knows how to refit {list(RETRAINABLE)} only"
+                f"trial {entry['trial_id']} ran trainable {trainable!r}; retrain knows how to refit {sorted(TRAINABLES)} only"
             )
-        chosen.append((entry, recorded, trainable))
+        chosen.append((entry, recorded, TRAINABLES[trainable]))
     threads = threads or os.cpu_count() or 1
     root = run_dir / "retrain"
     data: FinalData | None = None
@@ -254,8 +250,7 @@ def retrain(
                     f"retrain: {len(data.train_labels)} train+validation images, "
                     f"{len(data.test_labels)} test images (read now, once per model)"
                 )
-            what = "classifier fitted on frozen features" if trainable == "features" else f"{epochs} epoch(s)"
-            out(f"retrain: trial {trial_id} (rank {int(entry['rank'])}), seed {config['seed']}, {what}")
+            out(f"retrain: trial {trial_id} (rank {int(entry['rank'])}), seed {config['seed']}, {trainable.refit_summary.format(epochs=epochs)}")
             replay = [(first, later_config | {"threads": threads, "seed": config["seed"]}) for first, later_config in later]
             rows.append(_train_and_test(directory, trial_id, int(entry["rank"]), trainable, config, epochs, data, settings, tta, lrs, replay))
     models = pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
@@ -308,14 +303,13 @@ def tta_probabilities(
     return (plain + probabilities(flip_horizontal(images))) / 2.0
 
 
-def _stored(directory: Path, trainable: str, config: dict, epochs: int, tta: bool) -> dict | None:
-    needed = ["model.json", "metrics.json", "test_probabilities.npy"]
-    needed += ["model.pt"] if trainable == "classifier" else []
+def _stored(directory: Path, trainable: Trainable, config: dict, epochs: int, tta: bool) -> dict | None:
+    needed = ["model.json", "metrics.json", "test_probabilities.npy", *trainable.stored_files]
     needed += ["test_probabilities_tta.npy"] if tta else []
     if not all((directory / name).is_file() for name in needed):
         return None
     built = read_json(directory / "model.json")
-    if built["epochs"] != epochs or built.get("trainable", "classifier") != trainable or {
+    if built["epochs"] != epochs or built.get("trainable", "classifier") != trainable.name or {
         k: v for k, v in built["config"].items() if k != "threads"
     } != {k: v for k, v in config.items() if k != "threads"}:
         return None
@@ -348,7 +342,7 @@ def pbt_schedule(recorded: dict, lineage: dict) -> tuple[dict, list[tuple[int, d
 
 
 def _train_and_test(
-    directory: Path, trial_id: str, rank: int, trainable: str, config: dict, epochs: int, data: FinalData, settings: dict, tta: bool, lrs: list[float],
+    directory: Path, trial_id: str, rank: int, trainable: Trainable, config: dict, epochs: int, data: FinalData, settings: dict, tta: bool, lrs: list[float],
     replay: list[tuple[int, dict]] = (),
 ) -> dict:
     from torch.utils.tensorboard import SummaryWriter
@@ -361,7 +355,7 @@ def _train_and_test(
     writer = SummaryWriter(log_dir=str(directory))
     built = {
         "trial_id": trial_id,
-        "trainable": trainable,
+        "trainable": trainable.name,
         "config": config,
         "epochs": epochs,
         "classes": list(data.classes),
@@ -371,29 +365,20 @@ def _train_and_test(
     }
     if replay:
         built["pbt_schedule"] = [{"from_epoch": first, "config": later} for first, later in replay]
+
+    def report(metrics: dict) -> None:
+        for key in ("train_loss", "train_acc", "lr"):
+            writer.add_scalar(key, metrics[key], global_step=metrics["epoch"])
+
+    fit = trainable.resolve("fit")
     began = time.perf_counter()
-    if trainable == "features":
-        from trainables.features import fit_feature_classifier
-
-        model = fit_feature_classifier(config, data.train_images, data.train_labels, data.classes)
-        train_time = time.perf_counter() - began
-        # What predict checks its refit against (the estimator itself is not saved: see the docstring).
-        built["fit_check"] = model.last_train_probabilities[:_FIT_CHECK_IMAGES].tolist()
-    else:
-        import torch
-
-        from trainables.classifier import fit_classifier
-
-        def report(metrics: dict) -> None:
-            for key in ("train_loss", "train_acc", "lr"):
-                writer.add_scalar(key, metrics[key], global_step=metrics["epoch"])
-
-        model = fit_classifier(
-            config, data.train_images, data.train_labels, data.classes, epochs=epochs, report=report, lr_per_epoch=lrs,
-            pbt_schedule=replay,
-        )
-        train_time = time.perf_counter() - began
-        torch.save({k: v.detach().cpu() for k, v in model.net.state_dict().items()}, directory / "model.pt")
+    model = fit(
+        config, data.train_images, data.train_labels, data.classes, epochs=epochs, report=report, lr_per_epoch=lrs,
+        pbt_schedule=replay,
+    )
+    train_time = time.perf_counter() - began
+    # Its weights (trainable.stored_files), or what a refit is checked against (a features model).
+    built |= model.save(directory)
     write_json(directory / "model.json", built)
     # The one evaluation on the test split (with flip TTA: the same images, mirrored, as well).
     probabilities = model.probabilities(data.test_images)
@@ -531,49 +516,35 @@ def retrained_models(run_dir: Path, trial_id: str | None = None) -> list[Path]:
 def _restorable(directory: Path) -> bool:
     if not (directory / "model.json").is_file():
         return False
-    return read_json(directory / "model.json").get("trainable", "classifier") == "features" or (directory / "model.pt").is_file()
+    entry = TRAINABLES.get(read_json(directory / "model.json").get("trainable", "classifier"))
+    return entry is not None and all((directory / name).is_file() for name in entry.stored_files)
 
 
 def load_retrained(run_dir: Path, directory: Path):
     """A retrained model, with ``probabilities(images)`` and ``classes``, whatever its trainable.
 
-    A classifier is loaded from its weights; a features model is refitted on the run's train +
-    validation images (never the test split), and the refit must reproduce the probabilities the
-    retrain stored for the first training images, else ValueError says why it cannot be trusted.
+    Its trainable's ``load`` rebuilds it: a classifier from its weights; a features model is
+    refitted on the run's train + validation images (never the test split), and the refit must
+    reproduce the probabilities the retrain stored for the first training images, else ValueError
+    says why it cannot be trusted.
     """
-    built = read_json(Path(directory) / "model.json")
-    if built.get("trainable", "classifier") != "features":
-        return load_classifier(directory)
-    from trainables.features import fit_feature_classifier
+    from trainables import get_entry
 
-    data = _load_final_data(run_dir, with_test=False)
-    if len(data.train_labels) != built["train_examples"] or list(data.classes) != built["classes"]:
-        raise ValueError(
-            f"{directory}: the run's train + validation data changed since the retrain "
-            f"({len(data.train_labels)} images now, {built['train_examples']} then): retrain it with --force"
-        )
-    model = fit_feature_classifier(built["config"], data.train_images, data.train_labels, tuple(built["classes"]))
-    expected = np.asarray(built["fit_check"])
-    if not np.allclose(model.last_train_probabilities[: len(expected)], expected, atol=1e-4):
-        raise ValueError(
-            f"{directory}: refitting the features model does not reproduce the retrained one (its "
-            "probabilities on the first training images differ; scikit-learn, timm or torch changed?): "
-            "retrain it with --force"
-        )
-    return model
+    built = read_json(Path(directory) / "model.json")
+    load = get_entry(built.get("trainable", "classifier")).resolve("load")
+
+    def train_data() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+        data = _load_final_data(run_dir, with_test=False)
+        return data.train_images, data.train_labels, data.classes
+
+    return load(Path(directory), built, train_data)
 
 
 def load_classifier(directory: Path):
     """A retrained model from its directory: ``trainables.classifier.Classifier`` in eval mode."""
-    import torch
+    from trainables.classifier import load_classifier as load
 
-    from trainables.classifier import build_classifier
-
-    built = read_json(Path(directory) / "model.json")
-    state = torch.load(Path(directory) / "model.pt", map_location="cpu", weights_only=True)
-    model = build_classifier(built["config"], tuple(built["classes"]), state_dict=state)
-    model.net.eval()
-    return model
+    return load(Path(directory), read_json(Path(directory) / "model.json"))
 
 
 def format_test_summary(table: pd.DataFrame) -> str:

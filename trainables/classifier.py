@@ -42,6 +42,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -69,6 +70,7 @@ __all__ = [
     "evaluate",
     "fit_classifier",
     "inverse_frequency_weights",
+    "load_classifier",
     "LR_SCHEDULES",
     "measure_step_memory",
     "train_classifier",
@@ -350,6 +352,20 @@ class Classifier:
             for i in range(0, len(x), batch)
         ]
         return torch.cat(out).cpu().numpy()
+
+    def save(self, directory) -> dict:
+        """Write the weights to ``directory/model.pt`` (``load_classifier`` reads them); nothing for model.json."""
+        torch.save({k: v.detach().cpu() for k, v in self.net.state_dict().items()}, Path(directory) / "model.pt")
+        return {}
+
+
+def load_classifier(directory, built: Mapping[str, Any], train_data: Callable[[], Any] | None = None) -> Classifier:
+    """A stored model (``Classifier.save``) in eval mode; ``built`` is its model.json (config, classes).
+    ``train_data`` is not needed: the weights are stored."""
+    state = torch.load(Path(directory) / "model.pt", map_location="cpu", weights_only=True)
+    model = build_classifier(built["config"], tuple(built["classes"]), state_dict=state)
+    model.net.eval()
+    return model
 
 
 def build_classifier(config: Mapping[str, Any], classes: tuple[str, ...], state_dict: dict | None = None) -> Classifier:

@@ -46,11 +46,15 @@ __all__ = [
     "extract_features",
     "feature_cache_key",
     "fit_feature_classifier",
+    "load_features",
+    "refit_features",
     "train_features",
 ]
 
 CLASSIFIERS = ("logistic_regression", "random_forest", "svm")
 KERNELS = ("rbf", "linear")
+# Training images whose refit probabilities load_features checks against the stored ones.
+FIT_CHECK_IMAGES = 8
 # Bump when the extraction changes, so that old cache files are not read as new ones.
 _CACHE_VERSION = 1
 
@@ -181,6 +185,11 @@ class FeatureClassifier:
         full[:, self.estimator.classes_] = given
         return full
 
+    def save(self, directory) -> dict:
+        """Nothing is written (no pickle): model.json gets the probabilities of the first training
+        images, which ``load_features`` checks its refit against."""
+        return {"fit_check": self.last_train_probabilities[:FIT_CHECK_IMAGES].tolist()}
+
 
 def fit_feature_classifier(
     config: FeatureConfig | Mapping[str, Any], images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]
@@ -204,6 +213,36 @@ def fit_feature_classifier(
         last_train_probabilities=np.empty((0, len(classes))),
     )
     model.last_train_probabilities = model.probabilities_of_features(features)
+    return model
+
+
+def refit_features(
+    config: Mapping[str, Any], images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], **_ignored: Any
+) -> FeatureClassifier:
+    """The retrain's refit (trainables.Trainable.fit): ``fit_feature_classifier``; one fit, so the
+    epoch count, per-epoch report and rate or PBT replay of a classifier's refit do not apply."""
+    return fit_feature_classifier(config, images, labels, classes)
+
+
+def load_features(directory, built: Mapping[str, Any], train_data: Callable[[], tuple]) -> FeatureClassifier:
+    """A retrained features model, refitted on ``train_data()`` (the run's train + validation images,
+    labels and classes; never the test split). The refit must reproduce the probabilities the
+    retrain stored for the first training images (``save``), else ValueError says why it cannot be
+    trusted."""
+    images, labels, classes = train_data()
+    if len(labels) != built["train_examples"] or list(classes) != built["classes"]:
+        raise ValueError(
+            f"{directory}: the run's train + validation data changed since the retrain "
+            f"({len(labels)} images now, {built['train_examples']} then): retrain it with --force"
+        )
+    model = fit_feature_classifier(built["config"], images, labels, tuple(built["classes"]))
+    expected = np.asarray(built["fit_check"])
+    if not np.allclose(model.last_train_probabilities[: len(expected)], expected, atol=1e-4):
+        raise ValueError(
+            f"{directory}: refitting the features model does not reproduce the retrained one (its "
+            "probabilities on the first training images differ; scikit-learn, timm or torch changed?): "
+            "retrain it with --force"
+        )
     return model
 
 
