@@ -230,32 +230,27 @@ def train_classifier(
 ) -> None:
     """Train per ``config`` on ``data``; call ``report`` once per epoch with the epoch's metrics."""
     cfg = TrialConfig.from_mapping(config)
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
     num_classes = len(data.classes)
-    net, normalize, precision = _network(cfg, num_classes, device)
-    params, latency_ms = count_parameters(net), None  # costs: count; ms, measured after the first epoch
     # In memory: both sets as tensors on the device. Streamed: read per batch from the data cache.
     stream = getattr(data, "loading", "memory") == "stream"
-    # Random crops and rotations read the stored size and sample at image_size (augment.py).
-    stored = Augmentation.from_config(cfg).reads_stored_size
-    if stream:
-        train_x = device_images(data.train_images, device, 0 if stored else cfg.image_size, stream)
-        val_x = device_images(data.val_images, device, cfg.image_size, stream)
-        train_y, val_y = (torch.as_tensor(y).to(device) for y in (data.train_labels, data.val_labels))
-    else:
-        train_x, train_y = _upload(dataclasses.replace(cfg, image_size=0) if stored else cfg, device, data.train_images, data.train_labels)
-        val_x, val_y = _upload(cfg, device, data.val_images, data.val_labels)
+
+    def upload(device: torch.device, size: int) -> tuple:
+        if stream:
+            train_x = device_images(data.train_images, device, size, stream)
+            val_x = device_images(data.val_images, device, cfg.image_size, stream)
+            train_y, val_y = (torch.as_tensor(y).to(device) for y in (data.train_labels, data.val_labels))
+            return train_x, train_y, val_x, val_y
+        train = _upload(dataclasses.replace(cfg, image_size=size), device, data.train_images, data.train_labels)
+        return (*train, *_upload(cfg, device, data.val_images, data.val_labels))
+
+    run = _set_up(cfg, num_classes, upload)
+    device, net, normalize, precision = run.device, run.net, run.normalize, run.precision
+    train_x, train_y, (val_x, val_y) = run.train_x, run.train_y, run.more
+    optimizer, schedule, step = run.optimizer, run.schedule, run.step
+    params, latency_ms = count_parameters(net), None  # costs: count; ms, measured after the first epoch
     # Every epoch says where and how it ran (trainables/gpu.py).
     where = {"device": gpu.device_label(device), "precision": precision.name, "workers": distributed.workers()}
-
-    optimizer = _optimizer(cfg, net)
-    schedule = _Schedule(cfg, optimizer, steps_per_epoch(len(train_x), cfg.batch_size))
-    weights = inverse_frequency_weights(train_y, num_classes) if cfg.class_weights else None
     distributed.broadcast_parameters(net)  # one worker: nothing
-    step = _Step(net, optimizer, _loss_fn(cfg, weights), normalize, precision, micro_batch=min(cfg.batch_size, len(train_x)))
 
     first_epoch, train_time = 1, 0.0
     state = checkpoints.load() if checkpoints is not None else None
@@ -371,7 +366,7 @@ def load_classifier(directory, built: Mapping[str, Any], train_data: Callable[[]
 def build_classifier(config: Mapping[str, Any], classes: tuple[str, ...], state_dict: dict | None = None) -> Classifier:
     """The network ``config`` describes for ``classes``, with ``state_dict`` loaded when given."""
     cfg = TrialConfig.from_mapping(config)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = gpu.training_device()
     # A saved state dict replaces every weight, so pretrained weights need not be loaded first.
     build = dataclasses.replace(cfg, weights="none") if state_dict is not None else cfg
     net, _, precision = _network(build, len(classes), device)
@@ -414,17 +409,13 @@ def fit_classifier(
     replay = list(lr_per_epoch) if cfg.lr_schedule == "plateau" and lr_per_epoch is not None else None
     if replay is not None and len(replay) < epochs:
         raise ValueError(f"`lr_per_epoch` holds {len(replay)} rates, but {epochs} epochs are to be trained.")
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net, normalize, precision = _network(cfg, len(classes), device)
-    stored = Augmentation.from_config(cfg).reads_stored_size  # crops read the stored size (augment.py)
-    train_x = device_images(images, device, 0 if stored else cfg.image_size, stream=False)
-    train_y = torch.as_tensor(np.asarray(labels)).to(device)
-    optimizer = _optimizer(cfg, net)
-    schedule = _Schedule(cfg, optimizer, steps_per_epoch(len(train_x), cfg.batch_size))
-    weights = inverse_frequency_weights(train_y, len(classes)) if cfg.class_weights else None
-    step = _Step(net, optimizer, _loss_fn(cfg, weights), normalize, precision, micro_batch=min(cfg.batch_size, len(train_x)))
+
+    def upload(device: torch.device, size: int) -> tuple:
+        return device_images(images, device, size, stream=False), torch.as_tensor(np.asarray(labels)).to(device)
+
+    run = _set_up(cfg, len(classes), upload)
+    net, normalize, train_x, train_y = run.net, run.normalize, run.train_x, run.train_y
+    optimizer, schedule, weights, step = run.optimizer, run.schedule, run.weights, run.step
     train_time = 0.0
     later = {first: TrialConfig.from_mapping(dict(later_config)) for first, later_config in pbt_schedule}
     for epoch in range(1, epochs + 1):
@@ -445,6 +436,43 @@ def fit_classifier(
         if report is not None:
             report({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "lr": lr, "train_time_s": train_time})
     return Classifier(net=net, normalize=normalize, classes=tuple(classes), config=cfg)
+
+
+@dataclass
+class _Training:
+    """What ``_set_up`` built for a training loop."""
+
+    device: torch.device
+    net: nn.Module
+    normalize: "_Normalizer"
+    precision: "_Precision"
+    train_x: Any  # a tensor on the device, or streamed images (trainables/streaming.py)
+    train_y: torch.Tensor
+    more: tuple  # what else ``upload`` put on the device (train_classifier: the validation set)
+    optimizer: torch.optim.Optimizer
+    schedule: "_Schedule"
+    weights: torch.Tensor | None  # per-class loss weights (class_weights), else None
+    step: "_Step"
+
+
+def _set_up(cfg: TrialConfig, num_classes: int, upload: Callable[[torch.device, int], tuple]) -> _Training:
+    """The set-up ``train_classifier`` and ``fit_classifier`` share, in this order: threads and seed,
+    the device, the network, the data on the device, the optimizer, its schedule, the loss and the step.
+
+    ``upload(device, size)`` puts the data on ``device``, the training images at ``size`` px (0: as
+    stored, for random crops and rotations, which read the stored size and sample at image_size:
+    augment.py), and returns ``(train_x, train_y, *more)``."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = gpu.training_device()
+    net, normalize, precision = _network(cfg, num_classes, device)
+    stored = Augmentation.from_config(cfg).reads_stored_size
+    train_x, train_y, *more = upload(device, 0 if stored else cfg.image_size)
+    optimizer = _optimizer(cfg, net)
+    schedule = _Schedule(cfg, optimizer, steps_per_epoch(len(train_x), cfg.batch_size))
+    weights = inverse_frequency_weights(train_y, num_classes) if cfg.class_weights else None
+    step = _Step(net, optimizer, _loss_fn(cfg, weights), normalize, precision, micro_batch=min(cfg.batch_size, len(train_x)))
+    return _Training(device, net, normalize, precision, train_x, train_y, tuple(more), optimizer, schedule, weights, step)
 
 
 def take_mutation(optimizer, schedule: "_Schedule", fresh: list[dict], saved_lr: float, lr: float) -> None:

@@ -361,10 +361,11 @@ def backbone_features(model: str, weights: str, images: np.ndarray, threads: int
     """The frozen backbone's pooled pre-logits features of ``images``: (N, D) float32."""
     import torch
 
+    from trainables.gpu import training_device
     from trainables.models import build_model, input_normalization
 
     torch.set_num_threads(threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()
     net = build_model(model, num_classes=0, weights=weights).to(device).eval()
     mean, std = input_normalization(net, weights)
     scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, -1, 1, 1)

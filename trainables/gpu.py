@@ -30,6 +30,7 @@ __all__ = [
     "precision_for",
     "release",
     "reset_peak_memory",
+    "training_device",
 ]
 
 # Compute capability from which bfloat16 runs on tensor cores (Ampere: A100, A10, RTX 30xx, and
@@ -50,6 +51,11 @@ def precision_for(device_type: str, capability: tuple[int, int] | None) -> str:
     if capability is None:
         raise ValueError("a CUDA device needs its compute capability, e.g. (8, 0), to choose its precision")
     return "bf16" if tuple(capability) >= BF16_NATIVE_CAPABILITY else "fp16"
+
+
+def training_device() -> torch.device:
+    """Where this process trains: the GPU (the one Ray assigned: it sets CUDA_VISIBLE_DEVICES), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def device_label(device: torch.device) -> str:
