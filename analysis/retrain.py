@@ -250,7 +250,8 @@ def retrain(
                     f"retrain: {len(data.train_labels)} train+validation images, "
                     f"{len(data.test_labels)} test images (read now, once per model)"
                 )
-            out(f"retrain: trial {trial_id} (rank {int(entry['rank'])}), seed {config['seed']}, {trainable.refit_summary.format(epochs=epochs)}")
+            what = trainable.refit_summary.format(epochs=epochs)  # "2 epoch(s)", "classifier fitted on frozen features"
+            out(f"retrain: trial {trial_id} (rank {int(entry['rank'])}), seed {config['seed']}, {what}")
             replay = [(first, later_config | {"threads": threads, "seed": config["seed"]}) for first, later_config in later]
             rows.append(_train_and_test(directory, trial_id, int(entry["rank"]), trainable, config, epochs, data, settings, tta, lrs, replay))
     models = pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
