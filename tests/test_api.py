@@ -161,7 +161,7 @@ def test_plain_progress_lines_stay_under_one_per_period_however_fast_trials_end(
         seconds = time.monotonic() - started
     lines = _progress_lines(captured.lines)
     assert len(result.leaderboard) == 150
-    assert lines[-1][1].startswith(f"[") and "150/150 finished" in lines[-1][1]  # the last one always shows
+    assert lines[-1][1].startswith("[") and "150/150 finished" in lines[-1][1]  # the last one always shows
     assert 2 <= len(lines) <= seconds / 2 + 2, (len(lines), seconds)
     gaps = [b - a for (a, _), (b, _) in zip(lines, lines[1:-1])]
     assert min(gaps, default=2) >= 1.9, gaps
