@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.records import RunDir
+from trainables.data import UNREADABLE_IMAGE_ERRORS, check_unchanged, load_image
 
 __all__ = ["predict"]
 
@@ -27,14 +28,12 @@ def predict(run_dir: Path, images: list[str | Path], top: int = 5) -> list[list[
     Raises FileNotFoundError when the run has no retrained model or an image does not exist, and
     ValueError naming the file when an image cannot be read.
     """
-    from analysis.retrain import load_retrained, retrained_models
-    from trainables.data import UNREADABLE_IMAGE_ERRORS, load_image
+    from analysis.store import load_retrained, retrained_models  # imports pandas: not at this module's import
 
     run_dir = Path(run_dir)
     run = RunDir.open(run_dir)
     if not images:
         raise ValueError("no image given: pass one or more image files")
-    from trainables.data import check_unchanged
 
     image_size = run.settings().image_size
     # The winner was chosen on the run's split: refuse when its files changed since (DataChanged).

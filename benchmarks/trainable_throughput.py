@@ -12,7 +12,6 @@ import argparse
 import time
 
 import torch
-
 from _common import REPO  # also puts this checkout on the import path
 
 

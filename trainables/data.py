@@ -37,7 +37,19 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from trainables.cache import DEFAULT_CACHE, CacheError, CachedImages, Decoded, ImageView, build_or_open, cache_key
+from trainables._names import did_you_mean
+from trainables.cache import (
+    DEFAULT_CACHE,
+    CachedImages,
+    CacheError,
+    Decoded,
+    ImageView,
+    build_or_open,
+    cache_key,
+    check_writable,
+    open_cache,
+)
+from trainables.contract import TrialData
 
 __all__ = [
     "DATASETS",
@@ -48,7 +60,6 @@ __all__ = [
     "file_record",
     "ImageSet",
     "Split",
-    "TrialData",
     "load_dataset",
     "load_image",
     "split_indices",
@@ -96,23 +107,6 @@ class Split:
     train: np.ndarray  # indices into the ImageSet
     val: np.ndarray
     test: np.ndarray
-
-
-@dataclass(frozen=True)
-class TrialData:
-    """What a trial receives: train and validation images only. The test split never gets here.
-
-    Images are arrays, or ``ImageView``s of the data cache (a path and indices: what travels to a
-    trial; ``np.asarray`` reads them). ``loading`` "stream": the classifier streams batches from
-    the memory-mapped shards (trainables/streaming.py) instead of copying the set to its device.
-    """
-
-    train_images: Any  # (N, 3, S, S) uint8: np.ndarray or ImageView
-    train_labels: np.ndarray
-    val_images: Any
-    val_labels: np.ndarray
-    classes: tuple[str, ...]
-    loading: str = "memory"  # "memory" | "stream"
 
 
 def load_dataset(
@@ -180,7 +174,6 @@ def resolve_source(name: str, image_size: int, data_root=None, classes: str = ""
         return _image_folder_source(path, image_size, classes)
     if os.sep in name or name.startswith(".") or path.suffix:
         raise DatasetError(f"dataset directory {str(path)!r} does not exist")
-    from trainables._names import did_you_mean
 
     raise DatasetError(
         f"unknown dataset {name!r}: expected one of {list(DATASETS)} or an ImageFolder directory"
@@ -278,7 +271,6 @@ def check_cache(source: Source, cache=None, cache_arrays: bool = False) -> None:
     images (writable, with room). DatasetError naming the folder otherwise."""
     if source.array is not None and not cache_arrays:
         return
-    from trainables.cache import check_writable, open_cache
 
     cache_root, key, _, _ = _plan(source, cache)
     if open_cache(cache_root / key, verify="size") is None:
@@ -312,7 +304,6 @@ def _decode_files(root: str, relative: tuple[str, ...], labels: tuple[int, ...],
 
 def select_classes(available: tuple[str, ...], classes: str, dataset: str) -> tuple[str, ...]:
     """The classes ``classes`` keeps: all (""), the first N ("10"), or the named ones ("a,b")."""
-    from trainables._names import did_you_mean
 
     text = str(classes).strip()
     if not text:

@@ -107,7 +107,7 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_training(small_trial_dat
 
 
 def test_out_of_memory_at_the_smallest_micro_batch_is_infeasible(small_trial_data):
-    from trainables.classifier import NOT_RETRIED, TrialInfeasible
+    from trainables.contract import NOT_RETRIED, TrialInfeasible
 
     with MemoryLimit(images=1), pytest.raises(TrialInfeasible, match=r"^infeasible: out of memory at micro-batch 2 \(batch size 32\)"):
         train_classifier(SMALL, small_trial_data, [].append)
@@ -118,7 +118,8 @@ def test_micro_batches_accumulate_the_full_batch_gradient():
     # Without BatchNorm, gradient accumulation over micro-batches is the full batch's gradient.
     import torch
 
-    from trainables.classifier import _Normalizer, _Precision, _Step
+    from trainables.classifier.numerics import Normalizer, Precision
+    from trainables.classifier.step import Step
 
     torch.manual_seed(0)
     images = torch.randint(0, 256, (13, 3, 4, 4), dtype=torch.uint8)
@@ -129,7 +130,7 @@ def test_micro_batches_accumulate_the_full_batch_gradient():
         torch.nn.init.constant_(net[1].weight, 0.01)
         torch.nn.init.constant_(net[1].bias, 0.0)
         optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # lr 0: the step leaves the weights
-        step = _Step(net, optimizer, torch.nn.CrossEntropyLoss(), _Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), _Precision(torch.device("cpu")), micro)
+        step = Step(net, optimizer, torch.nn.CrossEntropyLoss(), Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), Precision(torch.device("cpu")), micro)
         loss, _ = step(images, labels)
         grads[micro] = (net[1].weight.grad.clone(), loss)
     for micro in (4, 2):
@@ -142,7 +143,7 @@ def test_micro_batches_accumulate_the_full_batch_gradient():
     [(32, 32, [32]), (32, 8, [8, 8, 8, 8]), (13, 4, [4, 4, 5]), (14, 4, [4, 4, 4, 2]), (3, 2, [3])],
 )
 def test_micro_batches_cover_the_batch_without_single_images(batch, micro, sizes):
-    from trainables.classifier import micro_batches
+    from trainables.classifier.step import micro_batches
 
     slices = micro_batches(batch, micro)
     assert [s.stop - s.start for s in slices] == sizes
@@ -150,7 +151,7 @@ def test_micro_batches_cover_the_batch_without_single_images(batch, micro, sizes
 
 
 def test_micro_batch_halves_down_to_the_floor():
-    from trainables.classifier import MIN_MICRO_BATCH, next_micro_batch
+    from trainables.classifier.step import MIN_MICRO_BATCH, next_micro_batch
 
     assert MIN_MICRO_BATCH == 2
     assert [next_micro_batch(m) for m in (128, 5, 4, 3, 2)] == [64, 2, 2, None, None]
@@ -173,15 +174,15 @@ def test_micro_batch_halves_down_to_the_floor():
 def test_bf16_only_where_it_is_native_else_fp16_and_float32_on_the_cpu(device, capability, precision):
     import torch
 
-    from trainables.classifier import _Precision, autocast_dtype
+    from trainables.classifier.numerics import Precision, autocast_dtype
     from trainables.gpu import precision_for
 
     assert precision_for(device, capability) == precision
     assert autocast_dtype(precision) is {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
     if device == "cpu":
-        assert _Precision(torch.device("cpu")).name == "fp32"
-        assert _Precision(torch.device("cpu")).scaler is None
-        assert _Precision(torch.device("cpu"), "fp16").scaler is not None  # fp16 always scales
+        assert Precision(torch.device("cpu")).name == "fp32"
+        assert Precision(torch.device("cpu")).scaler is None
+        assert Precision(torch.device("cpu"), "fp16").scaler is not None  # fp16 always scales
     with pytest.raises(ValueError, match="compute capability"):
         precision_for("cuda", None)
 
@@ -198,13 +199,13 @@ def test_bf16_only_where_it_is_native_else_fp16_and_float32_on_the_cpu(device, c
     ],
 )
 def test_trials_per_gpu_from_measured_peak_memory(peak_gib, gpu_gib, trials):
-    from trainables.classifier import trials_per_gpu
+    from trainables.gpu import trials_per_gpu
 
     assert trials_per_gpu(int(peak_gib * 2**30), int(gpu_gib * 2**30)) == trials
 
 
 def test_trials_per_gpu_rejects_nonsense():
-    from trainables.classifier import trials_per_gpu
+    from trainables.gpu import trials_per_gpu
 
     with pytest.raises(ValueError, match=r"must be > 0, but got \(0, 100\)"):
         trials_per_gpu(0, 100)

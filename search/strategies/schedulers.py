@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from search.registry import Registry
+from search.config.sampling import parameters
+from search.strategies.registry import Registry
+from trainables import get_mutable_params
 from trainables._names import did_you_mean
 
 __all__ = ["SCHEDULERS", "pbt_mutations"]
@@ -77,7 +79,7 @@ def _check_pbt(settings, space) -> None:
     pbt_mutations(settings, space)
 
 
-# Ray's PBT refuses a searcher beside it: the population is drawn up front (search/strategies.py).
+# Ray's PBT refuses a searcher beside it: the population is drawn up front (search/strategies/searcher.py).
 @SCHEDULERS.register(
     "pbt", settings=("pbt_interval_epochs", "pbt_mutate", "seed", "concurrency", "trials"), check=_check_pbt, takes_searcher=False
 )
@@ -113,8 +115,6 @@ def pbt_mutations(settings, space) -> dict[str, Any]:
     ValueError, naming it, for a parameter the space lacks, a conditional one, or one the
     trainable cannot change without starting over.
     """
-    from search.spaces import parameters
-    from trainables import get_mutable_params
 
     where = f"space file {str(space.path)!r}"
     mutable = get_mutable_params(settings.trainable)
