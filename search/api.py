@@ -27,7 +27,7 @@ from analysis.predict import predict
 from analysis.records import RunDir, unfinished_budget
 from search.config.settings import field_types
 from search.config.spaces import load_space, resolve_settings
-from trainables._names import did_you_mean
+from trainables.names import did_you_mean
 
 __all__ = ["Run", "open_run", "resume", "run"]
 

@@ -4,9 +4,9 @@ The configurations measured are the space's corners (every parameter at the top 
 so the largest batch, the widest and deepest network it can produce, and every parameter at the
 bottom) and the dry run's random samples. Each is measured over a whole trial cycle (the data set
 on the GPU, two training steps, validation and the latency pass: reserved memory, what a
-neighbour cannot use; trainables.classifier.measure_step_memory), on one GPU that the measuring
+neighbour cannot use; the trainable entry's ``measure_memory``), on one GPU that the measuring
 task holds alone, where the CUDA context is measured too (the GPU's used memory less what the
-allocator reserved). ``trials_per_gpu`` then divides the GPU.
+allocator reserved). ``trainables.gpu.trials_per_gpu`` then divides the GPU.
 """
 
 from __future__ import annotations

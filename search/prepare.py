@@ -20,7 +20,7 @@ from analysis.tracking import check_tracking_uri, tracking_uri
 from search.config.sampling import dry_run
 from search.config.settings import Settings
 from search.config.spaces import SpaceFile
-from search.strategies import check_strategies
+from search.strategies import check_names, check_strategies
 from trainables.data import (
     check_cache,
     choose_loading,
@@ -60,6 +60,7 @@ def prepare_run(
         resolve_auto_model,
     )
 
+    check_names(settings)  # --sampler and --scheduler, before anything else runs
     if settings.model == "auto":
         model, weights, why = resolve_auto_model()
         out(f"model auto -> {model} with {weights} weights ({why})")

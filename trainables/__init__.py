@@ -13,7 +13,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from trainables._names import did_you_mean
+from trainables.names import did_you_mean
 
 __all__ = [
     "DEFAULT_TRAINABLE",

@@ -37,7 +37,6 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from trainables._names import did_you_mean
 from trainables.cache import (
     DEFAULT_CACHE,
     CachedImages,
@@ -50,6 +49,7 @@ from trainables.cache import (
     open_cache,
 )
 from trainables.contract import TrialData
+from trainables.names import did_you_mean
 
 __all__ = [
     "DATASETS",

@@ -34,10 +34,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from trainables._config import config_from_mapping
-from trainables._names import did_you_mean
+from trainables.configs import config_from_mapping
 from trainables.contract import TrialData
 from trainables.metrics import balanced_accuracy, log_loss
+from trainables.names import did_you_mean
 
 __all__ = [
     "CLASSIFIERS",

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from trainables._names import did_you_mean
+from trainables.names import did_you_mean
 
 __all__ = [
     "OFFLINE_MODEL",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainables import DEFAULT_TRAINABLE
-from trainables._names import did_you_mean
+from trainables.names import did_you_mean
 
 __all__ = [
     "DATA_LOADINGS",

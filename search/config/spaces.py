@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from search.config.settings import Settings, convert_settings, field_types, settings_from_mapping
-from trainables._names import did_you_mean
+from trainables.names import did_you_mean
 
 __all__ = [
     "TRIAL_SETTINGS",

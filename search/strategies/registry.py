@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from trainables._names import did_you_mean
+from trainables.names import did_you_mean
 
 if TYPE_CHECKING:
     from search.config.settings import Settings

@@ -12,9 +12,9 @@ from typing import Any
 from search.config.sampling import parameters
 from search.strategies.registry import Registry
 from trainables import get_mutable_params
-from trainables._names import did_you_mean
+from trainables.names import did_you_mean
 
-__all__ = ["SCHEDULERS", "pbt_mutations"]
+__all__ = ["SCHEDULERS", "ClipToSpace", "pbt_mutations"]
 
 SCHEDULERS = Registry("scheduler")
 
@@ -97,7 +97,7 @@ def pbt(settings, space):
         mode=settings.mode,
         perturbation_interval=settings.pbt_interval_epochs,
         hyperparam_mutations={name: _ray_domain(d) for name, d in mutations.items()},
-        custom_explore_fn=_Clip(mutations),
+        custom_explore_fn=ClipToSpace(mutations),
         quantile_fraction=0.25,
         resample_probability=0.25,
         # The whole population at once (--concurrency >= --trials): synchronous PBT, every trial
@@ -152,7 +152,7 @@ def pbt_mutations(settings, space) -> dict[str, Any]:
 
 def _ray_domain(distribution) -> Any:
     """Ray's resampling domain for an Optuna distribution: choices as a list (mutated by a step left
-    or right), numbers as a range (mutated by x0.8 or x1.2, then clipped to it by _Clip)."""
+    or right), numbers as a range (mutated by x0.8 or x1.2, then clipped to it by ClipToSpace)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution
     from ray import tune
 
@@ -168,7 +168,7 @@ def _ray_domain(distribution) -> Any:
     return tune.qrandint(low, high, distribution.step)
 
 
-class _Clip:
+class ClipToSpace:
     """PBT's custom explore function: keep each mutated number inside its distribution's range and step."""
 
     def __init__(self, mutations: dict[str, Any]):

@@ -12,9 +12,10 @@ import torch
 from search.config.sampling import parameters
 from search.config.settings import Settings
 from search.config.spaces import SpaceFile, load_space
+from search.strategies import check_names
 from search.strategies.registry import Registry
 from search.strategies.samplers import SAMPLERS, grid_points
-from search.strategies.schedulers import SCHEDULERS, _Clip, pbt_mutations
+from search.strategies.schedulers import SCHEDULERS, ClipToSpace, pbt_mutations
 from tests.conftest import REPO
 
 SCRATCH = load_space(REPO / "spaces" / "scratch_cnn.py")
@@ -32,11 +33,13 @@ def test_the_registries_hold_every_strategy_with_a_summary():
 
 
 def test_settings_are_checked_against_the_registries_keys():
+    # The registries check the names (search.strategies.check_names); settings import no registry.
+    check_names(Settings(sampler="gp", scheduler="median"))
     assert Settings(sampler="gp", scheduler="median").scheduler == "median"
     with pytest.raises(ValueError, match=r"`scheduler` is 'hyperbnd', but must be one of \[.*'pbt'\].*did you mean 'hyperband'"):
-        Settings(scheduler="hyperbnd")
+        check_names(Settings(scheduler="hyperbnd"))
     with pytest.raises(ValueError, match=r"`sampler` is 'cmaess'.*did you mean 'cmaes'"):
-        Settings(sampler="cmaess")
+        check_names(Settings(sampler="cmaess"))
     with pytest.raises(ValueError, match="pbt_interval_epochs"):
         Settings(pbt_interval_epochs=0)
 
@@ -129,9 +132,9 @@ def test_pbt_refuses_multi_worker_trials():
 
 def test_pbt_mutations_stay_inside_the_space():
     mutations = pbt_mutations(Settings(scheduler="pbt"), SCRATCH)
-    clip = _Clip(mutations)
+    clip = ClipToSpace(mutations)
     assert clip({"lr": 0.5, "dropout": -0.1, "weight_decay": 1e-3}) == {"lr": 0.1, "dropout": 0.0, "weight_decay": 1e-3}
-    stepped = _Clip(parameters(GRID, Settings()).distributions)
+    stepped = ClipToSpace(parameters(GRID, Settings()).distributions)
     assert stepped({"conv_blocks": 3, "lr": 0.003}) == {"conv_blocks": 2, "lr": 0.003}
 
 

@@ -7,9 +7,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from trainables._config import config_from_mapping
-from trainables._names import did_you_mean
 from trainables.augment import Augmentation
+from trainables.configs import config_from_mapping
+from trainables.names import did_you_mean
 
 __all__ = ["LR_SCHEDULES", "OPTIMIZERS", "PBT_MUTABLE", "TrialConfig", "check_against_run", "dropout_rate"]
 
@@ -62,7 +62,7 @@ class TrialConfig:
     crop_scale: float = 1.0  # random resized crop, at least this share of the area; 1 = off
     color_jitter: float = 0.0  # brightness/contrast/saturation factors in [1 - j, 1 + j]; 0 = off
     # Side in pixels the trial trains and predicts at (images resized once, bilinear, antialiased);
-    # 0 = the run's image_size. At most the run's image_size (search.config.spaces.dry_run checks it).
+    # 0 = the run's image_size. At most the run's image_size (check_against_run, called by the dry run, checks it).
     image_size: int = 0
     max_epochs: int = 4  # at most the run's max_epochs (ASHA's max_t)
     seed: int = 0
