@@ -253,3 +253,21 @@ def test_a_saved_state_dict_rebuilds_the_same_classifier(small_trial_data):
     probabilities = model.probabilities(data.val_images)
     assert probabilities.shape == (len(data.val_labels), 10) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
     assert np.allclose(again.probabilities(data.val_images), probabilities, atol=1e-6)
+
+
+def test_a_refit_replays_a_pbt_clones_trial_epoch_for_epoch(small_trial_data):
+    # One epoch loop: a PBT clone (its parent's checkpoint after epoch 1, then mutated values) and
+    # fit_classifier replaying the same schedule on the same images train identically, bit for bit.
+    parent = SMALL | {"dropout": 0.1, "lr_schedule": "cosine", "threads": 1}
+    clone = parent | {"lr": 1.5e-3, "dropout": 0.3, "weight_decay": 1e-3, "label_smoothing": 0.05, "hflip": True}
+    store = MemoryCheckpoints()
+    train_classifier(parent | {"max_epochs": 3}, small_trial_data, [].append, store)
+    resumed: list[dict] = []
+    train_classifier(clone, small_trial_data, resumed.append, MemoryCheckpoints(resume_from=store.saved[0]))
+    from trainables.classifier import fit_classifier
+
+    refit: list[dict] = []
+    d = small_trial_data
+    fit_classifier(parent, d.train_images, d.train_labels, d.classes, report=refit.append, pbt_schedule=[(2, clone)])
+    assert [r["epoch"] for r in resumed] == [2, 3]
+    assert [(r["train_loss"], r["train_acc"], r["lr"]) for r in refit[1:]] == [(r["train_loss"], r["train_acc"], r["lr"]) for r in resumed]
