@@ -6,7 +6,7 @@ The winner is the best retrained trial (``test_results.csv``); its probabilities
 the softmax outputs of its retrained seeds. A features winner (``trainables/features.py``) has no
 stored estimator (scikit-learn saves only through pickle, which this project never loads): it is
 refitted here on the run's train + validation images, deterministically, and checked against the
-probabilities the retrain stored. Each image is read as ``trainables.data.load_image``
+probabilities the retrain stored. Each image is read as ``trainables.images.load_image``
 reads ImageFolder images: RGB, shorter side resized to the run's image size, centre crop.
 """
 
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from analysis.records import RunDir
-from trainables.data import UNREADABLE_IMAGE_ERRORS, check_unchanged, load_image
+from trainables.images import UNREADABLE_IMAGE_ERRORS, load_image
+from trainables.split import check_unchanged
 
 __all__ = ["predict"]
 

@@ -15,7 +15,8 @@ import numpy as np
 
 from analysis.records import RunDir, read_json, trial_dir
 from trainables import get_trainable
-from trainables.data import Split, check_unchanged, load_dataset, trial_data
+from trainables.data import load_dataset
+from trainables.split import Split, check_unchanged, trial_data
 
 __all__ = ["load_run_images", "load_trial_data", "rerun_trial"]
 
@@ -23,7 +24,7 @@ __all__ = ["load_run_images", "load_trial_data", "rerun_trial"]
 def load_run_images(run_dir: Path):
     """The run's data set as it recorded it: (ImageSet, split.json's contents, data loading).
 
-    Refuses (``trainables.data.DataChanged``, a ValueError) a file-based set whose files were
+    Refuses (``trainables.split.DataChanged``, a ValueError) a file-based set whose files were
     added, removed or changed since the run split it. The images come from the data cache when it
     is still there (0 decoded), else are decoded again in this process.
     """

@@ -22,7 +22,12 @@ import numpy as np
 import torch
 
 from trainables.classifier import fit_classifier, train_classifier
-from trainables.data import load_dataset, split_indices, trial_data
+from trainables.data import load_dataset
+
+try:
+    from trainables.split import split_indices, trial_data
+except ImportError:  # a tree from before trainables/split.py (the same functions, in trainables/data.py)
+    from trainables.data import split_indices, trial_data
 
 # Depend on the machine's clock or memory, not on the training: left out of the comparison.
 TIMINGS = ("epoch_time_s", "train_time_s", "images_per_s", "latency_ms", "peak_memory_mb")

@@ -17,7 +17,7 @@ from analysis.records import RunDir
 from search.api import finish_run
 from search.config.settings import Settings, field_types
 from search.config.spaces import load_space, resolve_settings
-from trainables.data import DatasetError
+from trainables.datasets import DatasetError
 from trainables.names import did_you_mean
 
 __all__ = ["main"]

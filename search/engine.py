@@ -64,7 +64,7 @@ from search.tuner import (
     set_aside_unknown_trials,
     snapshot_trial_ids,
 )
-from trainables.data import trial_data
+from trainables.split import trial_data
 
 __all__ = [
     "PreparedRun",

@@ -21,14 +21,9 @@ from search.config.sampling import dry_run
 from search.config.settings import Settings
 from search.config.spaces import SpaceFile
 from search.strategies import check_names, check_strategies
-from trainables.data import (
-    check_cache,
-    choose_loading,
-    file_record,
-    open_source,
-    resolve_source,
-    split_indices,
-)
+from trainables.data import check_cache, choose_loading, open_source
+from trainables.datasets import resolve_source
+from trainables.split import file_record, split_indices
 
 __all__ = ["PreparedRun", "check_address", "data_loading", "open_data", "prepare_run", "write_run_dir"]
 
@@ -42,9 +37,9 @@ class PreparedRun:
     run_dir: Path
     settings: Settings
     space: SpaceFile
-    images: Any  # trainables.data.ImageSet; None until the engine has opened the data cache
-    split: Any  # trainables.data.Split; None until then
-    source: Any = None  # trainables.data.Source: the data set found and listed, not decoded yet
+    images: Any  # trainables.datasets.ImageSet; None until the engine has opened the data cache
+    split: Any  # trainables.split.Split; None until then
+    source: Any = None  # trainables.datasets.Source: the data set found and listed, not decoded yet
 
 
 def prepare_run(

@@ -56,7 +56,8 @@ def test_resuming_from_a_checkpoint_continues_the_same_run(small_trial_data):
 def test_offline_imagenet_features_beat_random_ones_head_only():
     # Transfer learning is real offline: with the backbone frozen, one epoch of the head on
     # pretrained features already separates digits; on random features it barely starts.
-    from trainables.data import load_dataset, split_indices, trial_data
+    from trainables.data import load_dataset
+    from trainables.split import split_indices, trial_data
 
     images = load_dataset("digits", 32)
     data = trial_data(images, split_indices(images.labels, 0.2, 0.2, seed=0, data_fraction=0.35))
