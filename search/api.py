@@ -23,7 +23,6 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from analysis.predict import predict
 from analysis.records import RunDir, unfinished_budget
 from search.config.settings import field_types
 from search.config.spaces import load_space, resolve_settings
@@ -99,6 +98,8 @@ class Run:
 
         if isinstance(paths, (str, Path)):
             paths = [paths]
+        from analysis.predict import predict  # imports numpy and the data modules: not on --help's path
+
         return predict(self.dir, list(paths), top=top)
 
 

@@ -12,12 +12,10 @@ import dataclasses
 import re
 import sys
 
-from analysis.predict import predict
 from analysis.records import RunDir
 from search.api import finish_run
 from search.config.settings import Settings, field_types
 from search.config.spaces import load_space, resolve_settings
-from trainables.datasets import DatasetError
 from trainables.names import did_you_mean
 
 __all__ = ["main"]
@@ -163,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     from search.engine import execute_run  # imports optuna, pandas, ray: not at this module's import
+    from trainables.datasets import DatasetError  # imports numpy: --help stays without it
 
     try:
         run_dir = execute_run(prepared)
@@ -247,6 +246,8 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from analysis.predict import predict  # imports numpy and the data modules: not on --help's path
+
     if args.top < 1:
         raise ValueError(f"The value of `--top` is {args.top}, but must be an integer >= 1.")
     for image, ranked in zip(args.images, predict(_run_dir(args), args.images, top=args.top)):

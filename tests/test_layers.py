@@ -148,10 +148,11 @@ def test_checking_input_imports_no_ray_torch_timm_or_mlflow():
     assert done.stdout.strip() == "[]"
 
 
-def test_help_imports_no_ray_torch_timm_or_mlflow():
+def test_help_imports_no_ray_torch_timm_mlflow_or_numpy():
     code = (
         "import sys, runpy\nsys.argv = ['search', '--help']\ntry:\n    runpy.run_module('search', run_name='__main__')\n"
-        "except SystemExit:\n    pass\nprint(sorted(m for m in ('ray', 'torch', 'timm', 'mlflow') if m in sys.modules), file=sys.stderr)"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('ray', 'torch', 'timm', 'mlflow', 'numpy') if m in sys.modules), file=sys.stderr)"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stderr.strip().splitlines()[-1] == "[]"

@@ -4,9 +4,10 @@ it keeps its checkpoints, and the failures that a retry from the last checkpoint
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
+if TYPE_CHECKING:  # annotations only: the engine's --help path imports this module, numpy it need not
+    import numpy as np
 
 __all__ = [
     "INFEASIBLE",
