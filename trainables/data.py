@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from trainables._config import bytes_from_env
 from trainables.cache import DEFAULT_CACHE, CacheError, CachedImages, Decoded, ImageView, build_or_open, cache_key
 
 __all__ = [
@@ -262,14 +263,16 @@ def _plan(source: Source, cache) -> tuple[Path, str, list, dict]:
     return cache_root, cache_key(description), chunks, description
 
 
-# "auto" data loading streams from this many bytes of train + validation pixels (README, "Data").
+# "auto" data loading streams from this many bytes of train + validation pixels (README, "Data");
+# the environment variable AUTO_STREAM_ENV overrides it for the driver that sets it.
 AUTO_STREAM_BYTES = 2**30
+AUTO_STREAM_ENV = "IMAGE_SEARCH_AUTO_STREAM_BYTES"
 
 
 def choose_loading(mode: str, nbytes: int) -> str:
     """"memory" or "stream" for data loading ``mode`` and ``nbytes`` of train + validation pixels."""
     if mode == "auto":
-        return "stream" if nbytes >= AUTO_STREAM_BYTES else "memory"
+        return "stream" if nbytes >= bytes_from_env(AUTO_STREAM_ENV, AUTO_STREAM_BYTES) else "memory"
     return mode
 
 
