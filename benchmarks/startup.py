@@ -124,7 +124,11 @@ def address(repeats: int) -> None:
     joined = f"127.0.0.1:{port}"
     times: dict[str, list[float]] = {"A": [], "B": []}
     try:
-        time.sleep(15)  # the head's start-up, outside the measurement
+        deadline = time.monotonic() + 300  # the head's start-up, outside the measurement
+        while subprocess.run(["ray", "status", "--address", joined], capture_output=True).returncode != 0:
+            if head.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"`ray start --head` at {joined} did not come up")
+            time.sleep(2)
         for repeat in range(repeats):
             for kind in "ABBA":
                 with tempfile.TemporaryDirectory() as tmp:

@@ -182,7 +182,7 @@ def asha_two_workers(seed, tmp):
 
     config = {"fault": "none", "lr": 3e-3, "optimizer": "adam", "conv_blocks": 2, "base_width": 16, "batch_size": 16}
     settings = {"trainable": "tests.faulty:train", "model": "scratch_resnet", "image_size": 16, "trials": 1,
-                "max_epochs": 2, "grace_period_epochs": 1, "data_fraction": 0.35}  # fmt: skip
+                "max_epochs": 2, "grace_period_epochs": 1, "data_fraction": 0.6}  # fmt: skip
     ((first, last),) = _direct(write_space(tmp / "strong.py", [config], settings), seed)
     ((weak, *_),) = _direct(write_space(tmp / "weak.py", [config | {"lr": 1e-7}], settings | {"max_epochs": 1}), seed)
     return {"epoch_1": first, "epoch_2": last, "weak_epoch_1": weak}
@@ -247,7 +247,9 @@ def main() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("IMAGE_SEARCH_OFFLINE", "1")
     sys.path.insert(0, str(REPO))
-    from search.ray_session import start_local
+    from search.ray_session import set_ray_environment, start_local
+
+    set_ray_environment()
 
     if any(name not in DIRECT for name in names):  # the engine's cases: one session, as tests/conftest.py's
         start_local(num_cpus=2, logging_level="warning", log_to_driver=False)

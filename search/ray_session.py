@@ -12,7 +12,7 @@ import ray
 from search import _adapter
 from search.settings import Settings
 
-__all__ = ["check_cluster_fits", "connect", "fitting_trials", "join", "start_local", "token_path"]
+__all__ = ["check_cluster_fits", "connect", "fitting_trials", "join", "set_ray_environment", "start_local", "token_path"]
 
 # Ray Tune's own console tables and TensorBoard logger would duplicate the progress lines and the
 # TensorBoard files this engine writes; per-epoch checkpoints of short trials would trip its
@@ -31,14 +31,20 @@ _RAY_ENVIRONMENT = {
 }
 
 
+def set_ray_environment() -> None:
+    """Ray's and Ray Tune's environment settings this engine runs with (above), where the user has
+    not set them; before ``ray.init``, so that a local session's workers inherit them."""
+    for key, value in _RAY_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+
+
 def connect(settings: Settings) -> bool:
     """Join ``settings.address`` or an already running session, else start a local one; True if started.
 
     A local session listens on 127.0.0.1 only, with the dashboard off and token authentication on
     (``start_local``; tests/test_security.py lists its sockets).
     """
-    for key, value in _RAY_ENVIRONMENT.items():
-        os.environ.setdefault(key, value)
+    set_ray_environment()
     if ray.is_initialized():
         return False
     if settings.address:

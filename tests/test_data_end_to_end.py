@@ -46,9 +46,9 @@ def test_classes_naming_a_missing_class_exits_2_before_anything_runs(tmp_path, c
     assert not any(tmp_path.iterdir())
 
 
-# benchmarks/test_bounds.py, "streamed_quasi_random": the lowest val_acc after 2 epochs over 5 seeds,
-# less a margin (chance is 0.1).
-STREAMED_VAL_ACC = 0.5
+# benchmarks/test_bounds.py, "streamed_quasi_random": the lowest val_acc after 2 epochs over seeds
+# 1-5 (0.74), less a margin (chance is 0.1).
+STREAMED_VAL_ACC = 0.6
 
 
 def _whole_block_buffers(order: np.ndarray, block: int, buffer_blocks: int) -> list[int]:
@@ -75,7 +75,7 @@ def test_auto_streams_above_its_threshold_in_quasi_random_order_above_the_memory
     from trainables.data import AUTO_STREAM_ENV, choose_loading, load_dataset
     from trainables.streaming import BLOCK_IMAGES, BUFFER_BLOCKS
 
-    # 9,000 distinct 8 px images (digits, five noisy copies each): 5,400 to train on, 22 blocks.
+    # 8,985 distinct 8 px images (digits, five noisy copies each): about 5,400 to train on, 22 blocks.
     digits = load_dataset("digits", 8)
     rng = np.random.default_rng(0)
     copies = [np.clip(digits.images.astype(np.int16) + rng.integers(-12, 13, digits.images.shape), 0, 255) for _ in range(5)]
@@ -96,7 +96,7 @@ def test_auto_streams_above_its_threshold_in_quasi_random_order_above_the_memory
     monkeypatch.setenv(AUTO_STREAM_ENV, "1")  # this driver streams from 1 byte
     assert main(["run", str(space), "--dataset", str(folder), "--data-cache", str(tmp_path / "cache"),
                  "--storage", str(tmp_path / "runs"), "--name", "auto", "--no-retrain", "--seed", "5"]) == 0  # fmt: skip
-    assert "data cache: decoded 9000 images" in capsys.readouterr().out
+    assert f"data cache: decoded {len(images)} images" in capsys.readouterr().out
     run_dir = tmp_path / "runs" / "auto"
     split = read_json(run_dir / "split.json")
     assert split["loading"] == "stream"

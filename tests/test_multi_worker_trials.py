@@ -16,8 +16,9 @@ from search.spaces import load_space, resolve_settings
 pytestmark = pytest.mark.slow
 
 # benchmarks/test_bounds.py, "asha_two_workers": the lowest val_acc of the strong trial after its
-# 2 epochs over seeds 1-5, less a margin (chance is 0.1).
-STRONG_VAL_ACC = 0.5
+# 2 epochs over seeds 1-5 (0.66), less a margin (chance is 0.1). At epoch 1, where ASHA compares
+# them, the strong trial was at 0.30-0.60 and the weak one at 0.05-0.10 over the same seeds.
+STRONG_VAL_ACC = 0.55
 
 # One trial at a time (two workers hold both CPUs). The first trains to the end; the second, at a
 # learning rate that cannot learn in one epoch, is below the first at the rung; the third cannot
@@ -46,7 +47,7 @@ def test_asha_stops_a_two_worker_trial_and_one_out_of_memory_ends_infeasible(ray
     space_file = tmp_path / "two_workers.py"
     space_file.write_text(textwrap.dedent(_SPACE))
     space = load_space(space_file)
-    settings = resolve_settings(space, {"storage": str(tmp_path), "name": "mw", "data_fraction": 0.35, "seed": 2})
+    settings = resolve_settings(space, {"storage": str(tmp_path), "name": "mw", "data_fraction": 0.6, "seed": 2})
     run_dir = run_search(space, settings, out=lambda line: None)
     by_lr = {(r.params["fault"], r.config["lr"]): r for r in read_trials(run_dir)}
     strong, weak, oom = by_lr[("none", 3e-3)], by_lr[("none", 1e-7)], by_lr[("oom", 3e-3)]

@@ -16,9 +16,10 @@ from tests.conftest import REPO, write_png_folder
 
 pytestmark = pytest.mark.slow
 
-# benchmarks/test_bounds.py, "features": the lowest over seeds 1-5, less a margin (chance is 0.1).
-BEST_VAL_ACC = 0.3
-RETRAINED_TEST_ACC = 0.3
+# benchmarks/test_bounds.py, "features": the lowest over seeds 1-5 (best val_acc 0.78, the retrained
+# winner's test_acc 0.72), less a margin (chance is 0.1).
+BEST_VAL_ACC = 0.65
+RETRAINED_TEST_ACC = 0.6
 
 
 @pytest.fixture(scope="module")
