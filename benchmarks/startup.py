@@ -122,10 +122,14 @@ def address(repeats: int) -> None:
         cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     joined = f"127.0.0.1:{port}"
+    # The head requires Ray's token (~/.ray/auth_token), as the command's own session does: the
+    # commands that join it must send it.
+    os.environ["RAY_AUTH_MODE"] = "token"
     times: dict[str, list[float]] = {"A": [], "B": []}
     try:
         deadline = time.monotonic() + 300  # the head's start-up, outside the measurement
-        while subprocess.run(["ray", "status", "--address", joined], capture_output=True).returncode != 0:
+        probe = ["ray", "status", "--address", joined]
+        while subprocess.run(probe, capture_output=True).returncode != 0:
             if head.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"`ray start --head` at {joined} did not come up")
             time.sleep(2)
