@@ -10,8 +10,18 @@ import ray
 from ray import tune
 
 from analysis.records import LINEAGE, read_json, trial_dir, write_json
+from search.settings import METRIC_MODES
+from trainables._names import did_you_mean
 
-__all__ = ["FINAL_ERROR", "INFEASIBLE", "REPLAYED", "trial_status_from_error"]
+__all__ = [
+    "FINAL_ERROR",
+    "INFEASIBLE",
+    "METRIC_NOT_REPORTED",
+    "REPLAYED",
+    "MetricNotReported",
+    "check_first_report",
+    "trial_status_from_error",
+]
 
 # A result key that marks a trial's end replayed from the run directory (see _ray_trial).
 REPLAYED = "replayed_from_run_directory"
@@ -20,6 +30,27 @@ REPLAYED = "replayed_from_run_directory"
 FINAL_ERROR = "final_error.txt"
 
 INFEASIBLE = "infeasible: out of memory"
+
+# Begins the error of a trial whose first report lacks the search's metric. Every other trial
+# would fail the same way, so the driver ends the whole search on it (search/recorder.py).
+METRIC_NOT_REPORTED = "metric not reported"
+
+
+class MetricNotReported(ValueError):
+    """The trainable does not report the search's metric: a setting to fix, not a trial to retry."""
+
+
+def check_first_report(metrics: dict, metric: str, trainable: str) -> None:
+    """MetricNotReported, naming the keys that were reported, when ``metrics`` lacks ``metric``."""
+    if metric in metrics:
+        return
+    reported = sorted(metrics)
+    raise MetricNotReported(
+        f"{METRIC_NOT_REPORTED}: the search's metric is {metric!r}, but the first report of trainable "
+        f"{trainable!r} has no such key; it reported {reported}. Report {metric!r} from the trainable, or "
+        f"set --metric (METRIC in the space file) to one of those keys, with --mode max or min for a name "
+        f"outside {sorted(METRIC_MODES)}" + did_you_mean(metric, reported)
+    )
 
 
 class _RayCheckpoints:
@@ -83,7 +114,14 @@ class _RayCheckpoints:
 
 
 def _ray_trial(
-    config: dict, data, defaults: dict, trainable_name: str, run_dir: str, finished: dict, gpus: float = 0.0
+    config: dict,
+    data,
+    defaults: dict,
+    trainable_name: str,
+    run_dir: str,
+    finished: dict,
+    gpus: float = 0.0,
+    metric: str = "val_acc",
 ) -> None:
     from trainables import get_trainable, gpu
     from trainables.classifier import NOT_RETRIED
@@ -108,13 +146,18 @@ def _ray_trial(
     if final.exists():
         raise _RepeatedFailure(final.read_text().strip())
 
+    checked = []  # the first report is checked for the metric, before Ray (or ASHA) sees it
+
     def report(metrics: dict) -> None:
+        if not checked:
+            check_first_report(metrics, metric, trainable_name)
+            checked.append(True)
         store.report(metrics | {"node_id": node_id})  # which node ran each epoch
 
     try:
         gpu.cap_memory(gpus)  # the trial's share of its GPU, so that an OOM is its own
         get_trainable(trainable_name)(defaults | config, data, report, store)
-    except NOT_RETRIED as error:
+    except (*NOT_RETRIED, MetricNotReported) as error:
         final.parent.mkdir(parents=True, exist_ok=True)
         final.write_text(f"{type(error).__name__}: {error}\n")
         raise

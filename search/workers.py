@@ -45,7 +45,8 @@ _STATE_FILE = "state.pt"
 
 
 def workers_trainable(
-    data: Any, defaults: dict, trainable_name: str, run_dir: str, finished: dict, workers: int, cpus: float, gpus: float
+    data: Any, defaults: dict, trainable_name: str, run_dir: str, finished: dict, workers: int, cpus: float, gpus: float,
+    metric: str = "val_acc",
 ) -> type:
     """The Tune class trainable of a multi-worker search, its fixed arguments bound."""
     shared = ray.put(data)
@@ -53,7 +54,7 @@ def workers_trainable(
     class WorkersTrial(_WorkersTrial):
         fixed = dict(
             data=shared, defaults=defaults, trainable_name=trainable_name, run_dir=run_dir,
-            finished=finished, workers=workers, cpus=cpus, gpus=gpus,
+            finished=finished, workers=workers, cpus=cpus, gpus=gpus, metric=metric,
         )  # fmt: skip
 
     return WorkersTrial
@@ -69,6 +70,7 @@ class _WorkersTrial(tune.Trainable):
         self.thread: threading.Thread | None = None
         self.outcome: dict[str, BaseException] = {}
         self.failure: tuple | None = None
+        self.first_report = True
         self.node_id = ray.get_runtime_context().get_node_id()
 
     def step(self) -> dict:
@@ -102,6 +104,17 @@ class _WorkersTrial(tune.Trainable):
                 raise
             return {"done": True}
         _, metrics, self.state = item
+        if self.first_report:  # as search/trial.py's _ray_trial: the metric, before Tune sees it
+            from search.trial import MetricNotReported, check_first_report
+
+            self.first_report = False
+            try:
+                check_first_report(metrics, fixed["metric"], fixed["trainable_name"])
+            except MetricNotReported as error:
+                final = trial_dir(Path(fixed["run_dir"]), self.trial_id) / FINAL_ERROR
+                final.parent.mkdir(parents=True, exist_ok=True)
+                final.write_text(f"{type(error).__name__}: {error}\n")
+                raise
         # The trainable's last epoch (or a divergence) ends the trial here, not one step later.
         last = metrics.get("diverged") or metrics.get("epoch", 0) >= self.trial_config.get("max_epochs", self.fixed["defaults"].get("max_epochs", 0))
         return metrics | {"node_id": self.node_id} | ({"done": True} if last else {})
