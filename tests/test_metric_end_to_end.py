@@ -88,3 +88,18 @@ def test_a_metric_the_trainable_does_not_report_stops_the_search_at_once(ray_ses
         assert (record.status["status"], record.status["retries"]) == ("error", 0), record.status
         assert "metric not reported" in record.status["error"]
     print(f"stopped after {len(records)} trial(s) in {seconds:.1f} s")
+
+
+def test_a_multi_worker_trial_without_the_metric_stops_the_search_too(ray_session, tmp_path):
+    from search.engine import MetricNotReported, run_search
+    from search.spaces import load_space, resolve_settings
+
+    space = load_space(_space(tmp_path, "constant"))
+    settings = resolve_settings(
+        space,
+        {"metric": "val_f1", "mode": "max", "trials": 4, "workers_per_trial": 2, "storage": str(tmp_path), "name": "workers"},
+    )
+    with pytest.raises(MetricNotReported, match=r"metric not reported: the search's metric is 'val_f1'.*\['epoch', 'val_acc', 'val_loss'\]"):
+        run_search(space, settings, out=lambda line: None)
+    (record,) = read_trials(tmp_path / "workers")  # 2 workers x 1 CPU: one trial at a time, and the first ended it
+    assert (record.status["status"], record.status["retries"]) == ("error", 0), record.status
