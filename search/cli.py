@@ -73,7 +73,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, _Command]]:
             )
     run.add(
         "--overwrite", group=groups["storage"], action="store_true",
-        help="delete an existing run directory of the same name and start over",
+        help="Delete an existing run directory of the same name and start over.",
     )  # fmt: skip
 
     resume = _Command(
@@ -92,7 +92,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, _Command]]:
             group=group,
             dest="no_retrain",
             action="store_true",
-            help="skip retraining the winner on train+validation and testing it once (done by default)",
+            help="Skip retraining the winner on train + validation and testing it once (done by default).",
         )
 
     board = _Command(
