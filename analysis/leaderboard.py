@@ -9,6 +9,9 @@ objective (its value at the trial's best epoch by the metric; costs are constant
 ``pareto_rank`` (1 for the front, 2 for the front once the first is removed, ...). Only trials with
 every value and a status other than diverged, error or infeasible are compared. Rows are still
 ranked by the metric.
+
+``repeat_of`` names the earlier trial that trained the same configuration (``repeats = "allow"``,
+or a run from before repeats were avoided); empty for the first trial of each configuration.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "objective_value",
     "objectives_of",
     "pareto_ranks",
+    "repeats_of",
     "write_leaderboard",
 ]
 
@@ -43,6 +47,7 @@ FIXED_COLUMNS = (
     "best_epoch",
     "epochs",
     "train_time_s",
+    "repeat_of",
     "error",
 )
 
@@ -58,6 +63,8 @@ def build_leaderboard(run_dir: Path, sort_by: str | None = None, status: str | N
     objectives = dict(zip(settings.objective_names, settings.objective_modes))
     records = read_trials(run_dir)
     rows = [_row(record, metric, mode, objectives) for record in records]
+    for row, first in zip(rows, repeats_of(records)):
+        row["repeat_of"] = first
     params = sorted({key for record in records for key in record.params} | {
         key for record in records for segment in record.lineage.get("schedule", []) for key in segment["config"]
     })
@@ -83,6 +90,18 @@ def build_leaderboard(run_dir: Path, sort_by: str | None = None, status: str | N
     if status:
         table = table[table["status"].str.startswith(status)]
     return table.reset_index(drop=True)
+
+
+def repeats_of(records: Sequence[TrialRecord]) -> list[str]:
+    """For each trial (in the order they started), the earlier trial that trained the same
+    configuration (the same searched values), or "" for the first of its configuration."""
+    from search.proposals import configuration_key
+
+    first: dict[str, str] = {}
+    return [
+        "" if first.setdefault(configuration_key(r.params), r.trial_id) == r.trial_id else first[configuration_key(r.params)]
+        for r in records
+    ]
 
 
 def objectives_of(settings: dict) -> dict[str, str]:
@@ -189,5 +208,5 @@ def write_leaderboard(run_dir: Path) -> tuple[pd.DataFrame, Path]:
 def format_table(table: pd.DataFrame, rows: int | None = None) -> str:
     """The first ``rows`` rows as aligned text, floats shortened, empty cells blank."""
     shown = table.head(rows) if rows else table
-    shown = shown.drop(columns=[c for c in ("error",) if c in shown and not shown[c].astype(bool).any()])
+    shown = shown.drop(columns=[c for c in ("repeat_of", "error") if c in shown and not shown[c].astype(bool).any()])
     return shown.to_string(index=False, na_rep="", float_format=lambda x: f"{x:.4g}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 # The valid --sampler and --scheduler names are the keys of these registries (one entry each).
+from search.proposals import REPEATS, STOPPED_TRIALS
 from search.samplers import SAMPLERS
 from search.schedulers import SCHEDULERS
 from trainables._names import did_you_mean
@@ -112,6 +113,14 @@ class Settings:
     # PBT: comma-separated parameters it mutates; empty: every unconditional parameter of the space
     # that the trainable can change mid-training (for the classifier: lr, weight_decay, dropout, ...).
     pbt_mutate: str = ""
+    # When the sampler proposes a configuration already finished or running: "avoid" asks it again
+    # (told the known result) and stops the search once every configuration of a discrete space
+    # is tried; "allow" trains it again (a noisy objective: each run one more observation).
+    repeats: str = "avoid"
+    # How a trial the scheduler stopped early is told to the sampler: "complete" (its last value,
+    # as a finished trial) or "pruned" (Optuna's PRUNED with its per-epoch values, as Optuna's
+    # pruners tell theirs).
+    stopped_trials: str = "complete"
     # Trials running at once; 0 means as many as the cluster's CPUs/GPUs fit.
     concurrency: int = 0
     # Resources one trial holds (per worker with workers_per_trial > 1); torch threads per trial
@@ -199,6 +208,10 @@ class Settings:
         SAMPLERS.entry(self.sampler)  # ValueError naming the valid names and the closest
         SCHEDULERS.entry(self.scheduler)
         _check(self.pbt_interval_epochs >= 1, "pbt_interval_epochs", self.pbt_interval_epochs, "an integer >= 1")
+        for name, allowed in (("repeats", REPEATS), ("stopped_trials", STOPPED_TRIALS)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"`{name}` is {value!r}, but must be one of {list(allowed)}" + did_you_mean(value, allowed))
         if self.data_loading not in DATA_LOADINGS:
             raise ValueError(
                 f"`data_loading` is {self.data_loading!r}, but must be one of {list(DATA_LOADINGS)}"

@@ -21,3 +21,15 @@ def live_study(config, data, report, checkpoints=None):
         seen = 0
     x = float(config["x"])
     report({"epoch": 1, "val_acc": x, "val_loss": 1.0 - x, "live_trials": seen})
+
+
+def epochs(config, data, report, checkpoints=None):
+    """``max_epochs`` epochs of ``epoch_s`` seconds' sleep each (default 0): val_acc climbs to ``x``
+    at the last epoch. For engine-throughput tests and benchmarks (no training, no checkpoint)."""
+    import time
+
+    x, total = float(config["x"]), int(config["max_epochs"])
+    for epoch in range(1, total + 1):
+        time.sleep(float(config.get("epoch_s", 0.0)))
+        value = x * epoch / total
+        report({"epoch": epoch, "val_acc": value, "val_loss": 1.0 - value})
