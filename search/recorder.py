@@ -26,7 +26,7 @@ __all__ = ["LIVE_STUDY_SHARE", "RunRecorder", "clock"]
 # trials of a second or less that starved the trial slots, so the live study gets at most this
 # share of the driver's time since the search began: ended trials queue, go in when the share
 # allows, and the rest when the search ends. Trials of a minute or more go in as they end.
-LIVE_STUDY_SHARE = 0.1
+LIVE_STUDY_SHARE = 0.05
 
 
 class RunRecorder(tune.Callback):
@@ -118,7 +118,9 @@ class RunRecorder(tune.Callback):
         text = Path(path).read_text() if path and Path(path).exists() else ""
         text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # Ray colours the actor's name
         if text:
-            with open(trial_dir(self.run_dir, trial.trial_id) / "error.txt", "a") as file:
+            directory = trial_dir(self.run_dir, trial.trial_id)
+            directory.mkdir(parents=True, exist_ok=True)  # a trial can fail before it started (its worker killed)
+            with open(directory / "error.txt", "a") as file:
                 file.write(text.rstrip() + "\n\n")
         lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
         return lines[-1][:300] if lines else "unknown error"

@@ -34,6 +34,7 @@ FLOOR = {
     "search.samplers",
     "search.schedulers",
     "search.grid_sampler",
+    "search.proposals",  # the repeat and stopped-trial rules: stdlib only
 }
 
 
