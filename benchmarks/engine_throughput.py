@@ -117,7 +117,8 @@ def _peer_main(out: Path, trials: int, sampler: str, args) -> None:
     else:
         search, space, concurrency = None, space | {"x": tune.uniform(0.0, 1.0)}, args.concurrency
     cpus = min(1.0, (os.cpu_count() or 1) / args.concurrency)
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    # A new local session, as the CLI starts (never another process's running cluster).
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
     tune.Tuner(
         tune.with_resources(trainable, {"cpu": cpus}),
         param_space=space,
