@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search.optuna import OptunaSearch as RayOptunaSearch
 
 from search import _adapter
 from search.proposals import MAX_ASKS, Ledger, outcome
@@ -32,7 +32,7 @@ def _searcher(space: SpaceFile, settings: Settings, concurrency: int, storage=No
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objectives = settings.objective_names
-    searcher = _EngineOptunaSearch(
+    searcher = OptunaSearch(
         settings,
         _ledger(space, settings, storage) if settings.repeats == "avoid" else None,
         space=SpaceFunction(space.path, space.text),
@@ -80,9 +80,10 @@ def _population(space: SpaceFile, settings: Settings, concurrency: int) -> tuple
     return generator, param_space
 
 
-class _EngineOptunaSearch(OptunaSearch):
-    """Ray's OptunaSearch, telling Optuna what search/proposals.py decides, and (with a ``ledger``,
-    ``repeats = "avoid"``) never proposing a configuration already finished or running.
+class OptunaSearch(RayOptunaSearch):
+    """Ray's OptunaSearch (its name kept: resume.json records the searcher's class), telling Optuna
+    what search/proposals.py decides, and (with a ``ledger``, ``repeats = "avoid"``) never
+    proposing a configuration already finished or running.
 
     Ray's own class tells a multi-objective trial without every value as a list holding None,
     which Optuna rejects (the trial would stay RUNNING in the study for good): FAIL here. A trial
