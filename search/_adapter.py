@@ -93,5 +93,5 @@ def enable_token_auth() -> None:
 
 def forget_optuna_trial(searcher: Any, trial_id: str) -> None:
     """Make ``OptunaSearch`` ask Optuna a new trial at the next ``suggest(trial_id)`` (the one it
-    holds for ``trial_id`` is told already: a repeated configuration, see search/proposals.py)."""
+    holds for ``trial_id`` is told already: a repeated configuration, see search/config/proposals.py)."""
     del searcher._ot_trials[trial_id]

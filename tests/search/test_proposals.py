@@ -1,4 +1,4 @@
-"""Repeated configurations and how stopped trials are told (search/proposals.py): the rules
+"""Repeated configurations and how stopped trials are told (search/config/proposals.py): the rules
 called directly, the engine's searcher driven in memory (real Ray class, real Optuna), and real
 small searches on the shared Ray session with a tiny categorical space."""
 
@@ -14,10 +14,10 @@ from analysis.records import read_trials, unfinished_budget
 from analysis.study import frozen_trials
 from search import _adapter
 from search.engine import run_search
-from search.proposals import Ledger, configuration_key, outcome
-from search.settings import Settings
-from search.spaces import load_space, resolve_settings
-from search.strategies import _searcher, discrete_grid
+from search.config.proposals import Ledger, configuration_key, outcome
+from search.config.settings import Settings
+from search.config.spaces import load_space, resolve_settings
+from search.strategies.searcher import build_searcher as _searcher, discrete_grid
 
 # 3 x 2 = 6 configurations; x (what tests.trivial:epochs climbs to) is their rank.
 _CATEGORICAL = '''

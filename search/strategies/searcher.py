@@ -1,7 +1,7 @@
-"""How the next trial is chosen and when a trial stops: the sampler (search/samplers.py) behind
-Ray's OptunaSearch, and the scheduler (search/schedulers.py). Both are registry entries; this
+"""How the next trial is chosen and when a trial stops: the sampler (search/strategies/samplers.py) behind
+Ray's OptunaSearch, and the scheduler (search/strategies/schedulers.py). Both are registry entries; this
 module only assembles them for Ray Tune. The searcher avoids repeated configurations and tells
-stopped trials as the settings say (the rules: search/proposals.py)."""
+stopped trials as the settings say (the rules: search/config/proposals.py)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,17 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch as RayOptunaSearch
 
 from search import _adapter
-from search.proposals import MAX_ASKS, Ledger, outcome
-from search.samplers import SAMPLERS, nsga2_population
-from search.schedulers import SCHEDULERS
-from search.settings import Settings
-from search.spaces import SpaceFile, SpaceFunction
+from search.config.proposals import MAX_ASKS, Ledger, outcome
+from search.config.sampling import parameters, sample_space
+from search.config.settings import Settings
+from search.config.spaces import SpaceFile, SpaceFunction
+from search.strategies.samplers import SAMPLERS, grid_points, nsga2_population
+from search.strategies.schedulers import SCHEDULERS
 
-__all__ = ["STUDY", "avoided_repeats", "discrete_grid", "exhausted_because", "nsga2_population", "search_and_space"]
+__all__ = [
+    "STUDY", "avoided_repeats", "build_sampler", "build_scheduler", "build_searcher", "describe_searcher",
+    "discrete_grid", "exhausted_because", "nsga2_population", "search_and_space",
+]  # fmt: skip
 
 # The Optuna study's name, in a fresh search and in the warm-started study of an extension.
 STUDY = "search"
@@ -26,7 +30,7 @@ STUDY = "search"
 GRID_LIMIT = 100_000
 
 
-def _searcher(space: SpaceFile, settings: Settings, concurrency: int, storage=None):
+def build_searcher(space: SpaceFile, settings: Settings, concurrency: int, storage=None):
     import optuna
     from ray.tune.search import ConcurrencyLimiter
 
@@ -40,7 +44,7 @@ def _searcher(space: SpaceFile, settings: Settings, concurrency: int, storage=No
         # finished trial's last result gives its values (early-stopped trials included).
         metric=[settings.metric, *objectives] if objectives else settings.metric,
         mode=[settings.mode, *settings.objective_modes] if objectives else settings.mode,
-        sampler=_sampler(settings, space),
+        sampler=build_sampler(settings, space),
         study_name=STUDY,
         storage=storage,
     )
@@ -51,11 +55,11 @@ def search_and_space(space: SpaceFile, settings: Settings, concurrency: int, sto
     """Ray Tune's search algorithm and param_space: OptunaSearch (param_space empty), or, for a
     scheduler that takes no searcher, the population the sampler proposes up front."""
     if SCHEDULERS[settings.scheduler].takes_searcher:
-        return _searcher(space, settings, concurrency, storage=storage), {}
+        return build_searcher(space, settings, concurrency, storage=storage), {}
     return _population(space, settings, concurrency)
 
 
-def _sampler(settings: Settings, space: SpaceFile):
+def build_sampler(settings: Settings, space: SpaceFile):
     return SAMPLERS[settings.sampler].build(settings, space)
 
 
@@ -65,16 +69,10 @@ def _population(space: SpaceFile, settings: Settings, concurrency: int) -> tuple
 
     Ray completes each point from param_space, which must name every key: a conditional
     parameter a point lacks is None there, and the trial drops it (search/trial.py)."""
-    import optuna
     from ray.tune.search import BasicVariantGenerator
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=_sampler(settings, space), direction="maximize")
-    configs = []
-    for _ in range(settings.trials):
-        trial = study.ask()
-        constants = space.space(trial) or {}
-        configs.append(trial.params | constants)
+    samples = sample_space(space, build_sampler(settings, space), settings.trials, tell=False, direction="maximize")
+    configs = [sample.params | sample.constants for sample in samples]
     param_space = {key: None for config in configs for key in config}
     generator = BasicVariantGenerator(points_to_evaluate=configs, max_concurrent=concurrency, random_state=settings.seed)
     return generator, param_space
@@ -82,7 +80,7 @@ def _population(space: SpaceFile, settings: Settings, concurrency: int) -> tuple
 
 class OptunaSearch(RayOptunaSearch):
     """Ray's OptunaSearch (its name kept: resume.json records the searcher's class), telling Optuna
-    what search/proposals.py decides, and (with a ``ledger``, ``repeats = "avoid"``) never
+    what search/config/proposals.py decides, and (with a ``ledger``, ``repeats = "avoid"``) never
     proposing a configuration already finished or running.
 
     Ray's own class tells a multi-objective trial without every value as a list holding None,
@@ -165,12 +163,9 @@ class OptunaSearch(RayOptunaSearch):
 
 
 def discrete_grid(space: SpaceFile, settings: Settings) -> list[dict[str, Any]] | None:
-    """The points of a discrete space in a seeded order (search/samplers.grid_points); None for a
-    space with a continuous parameter, or one of more than GRID_LIMIT points."""
+    """The points of a discrete space in a seeded order (search/strategies/samplers.grid_points); None
+    for a space with a continuous parameter, or one of more than GRID_LIMIT points."""
     from optuna.distributions import CategoricalDistribution, IntDistribution
-
-    from search.samplers import grid_points
-    from search.spaces import parameters
 
     size = 1
     for distribution in parameters(space, settings).distributions.values():
@@ -200,7 +195,7 @@ def _ledger(space: SpaceFile, settings: Settings, storage=None) -> Ledger:
     return ledger
 
 
-def _scheduler(settings: Settings, space: SpaceFile):
+def build_scheduler(settings: Settings, space: SpaceFile):
     return SCHEDULERS[settings.scheduler].build(settings, space)
 
 
