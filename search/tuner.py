@@ -19,7 +19,13 @@ from search.config.spaces import SpaceFile, trial_defaults
 from search.ray_session import fitting_trials
 from search.recorder import RunRecorder
 from search.strategies.schedulers import SCHEDULERS
-from search.strategies.searcher import STUDY, avoided_repeats, build_scheduler, exhausted_because, search_and_space
+from search.strategies.searcher import (
+    STUDY,
+    avoided_repeats,
+    build_scheduler,
+    exhausted_because,
+    search_and_space,
+)
 from search.tracking import MlflowCallback
 from search.trial import ray_trial
 from search.workers import TRIAL_ACTOR_RESOURCES, workers_trainable

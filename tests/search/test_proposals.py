@@ -13,11 +13,12 @@ from analysis.leaderboard import build_leaderboard
 from analysis.records import read_trials, unfinished_budget
 from analysis.study import frozen_trials
 from search import _adapter
-from search.engine import run_search
 from search.config.proposals import Ledger, configuration_key, outcome
 from search.config.settings import Settings
 from search.config.spaces import load_space, resolve_settings
-from search.strategies.searcher import build_searcher as _searcher, discrete_grid
+from search.engine import run_search
+from search.strategies.searcher import build_searcher as _searcher
+from search.strategies.searcher import discrete_grid
 
 # 3 x 2 = 6 configurations; x (what tests.trivial:epochs climbs to) is their rank.
 _CATEGORICAL = '''
