@@ -10,6 +10,9 @@ objective (its value at the trial's best epoch by the metric; costs are constant
 ``pareto_rank`` (1 for the front, 2 for the front once the first is removed, ...). Only trials with
 every value and a status other than diverged, error or infeasible are compared. Rows are still
 ranked by the metric.
+
+``repeat_of`` names the earlier trial that trained the same configuration (``repeats = "allow"``,
+or a run from before repeats were avoided); empty for the first trial of each configuration.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Sequence
 import pandas as pd
 
 from analysis.records import RunDir, TrialRecord, TrialStatus, read_trials, write_text
+from search.config.proposals import configuration_key
 from search.config.settings import OBJECTIVE_MODES, parse_objectives
 
 __all__ = [
@@ -32,6 +36,7 @@ __all__ = [
     "objective_value",
     "objectives_of",
     "pareto_ranks",
+    "repeats_of",
     "write_leaderboard",
 ]
 
@@ -45,6 +50,7 @@ FIXED_COLUMNS = (
     "best_epoch",
     "epochs",
     "train_time_s",
+    "repeat_of",
     "error",
 )
 
@@ -60,6 +66,8 @@ def build_leaderboard(run_dir: Path, sort_by: str | None = None, status: str | N
     objectives = dict(zip(settings.objective_names, settings.objective_modes))
     records = read_trials(run_dir)
     rows = [_row(record, metric, mode, objectives) for record in records]
+    for row, first in zip(rows, repeats_of(records)):
+        row["repeat_of"] = first
     params = sorted({key for record in records for key in record.params} | {
         key for record in records for segment in record.lineage.get("schedule", []) for key in segment["config"]
     })
@@ -87,6 +95,16 @@ def build_leaderboard(run_dir: Path, sort_by: str | None = None, status: str | N
     if status:
         table = table[table["status"].str.startswith(status)]
     return table.reset_index(drop=True)
+
+
+def repeats_of(records: Sequence[TrialRecord]) -> list[str]:
+    """For each trial (in the order they started), the earlier trial that trained the same
+    configuration (the same searched values), or "" for the first of its configuration."""
+    first: dict[str, str] = {}
+    return [
+        "" if first.setdefault(configuration_key(r.params), r.trial_id) == r.trial_id else first[configuration_key(r.params)]
+        for r in records
+    ]
 
 
 def objectives_of(settings: dict) -> dict[str, str]:
@@ -194,5 +212,5 @@ def write_leaderboard(run_dir: Path) -> tuple[pd.DataFrame, Path]:
 def format_table(table: pd.DataFrame, rows: int | None = None) -> str:
     """The first ``rows`` rows as aligned text, floats shortened, empty cells blank."""
     shown = table.head(rows) if rows else table
-    shown = shown.drop(columns=[c for c in ("error",) if c in shown and not shown[c].astype(bool).any()])
+    shown = shown.drop(columns=[c for c in ("repeat_of", "error") if c in shown and not shown[c].astype(bool).any()])
     return shown.to_string(index=False, na_rep="", float_format=lambda x: f"{x:.4g}")

@@ -10,7 +10,10 @@ returns the recorded value and leaves its exact distribution, conditional parame
 
 One Optuna trial per leaderboard row. A trial with a score is COMPLETE with the value of its best
 epoch (the leaderboard's value), per-epoch scores as intermediate values, and the leaderboard's
-status ("stopped early at epoch 2") as a user attribute; a trial that errored is FAIL.
+status ("stopped early at epoch 2") as a user attribute; a trial that errored is FAIL. With
+``stopped_trials = "pruned"``, a trial the scheduler stopped early is PRUNED (its per-epoch
+scores as intermediate values, the last as its value, as Optuna records a pruned trial), as the
+searcher told it, so optuna-dashboard's "Include PRUNED trials" applies.
 
 A multi-objective run (``objectives`` set) becomes a study with one direction per objective: a
 trial's values are the metric at its best epoch and each objective at that epoch, as in the
@@ -64,6 +67,8 @@ class _Replay:
         self.settings = recorded.as_record()
         self.metric, self.mode = self.settings["metric"], self.settings["mode"]
         self.objectives = list(objectives_of(self.settings))
+        # Optuna prunes no multi-objective trial: there, stopped trials stay COMPLETE.
+        self.prune_stopped = recorded.stopped_trials == "pruned" and not self.objectives
         self.space = load_space(run_dir / "space.py")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study()
@@ -90,6 +95,9 @@ class _Replay:
         scores = {m["epoch"]: m[metric] for m in record.metrics if m.get(metric) is not None and "epoch" in m}
         values = _values(record, metric, self.mode, self.objectives) if scores else None
         state = TrialState.COMPLETE if values else TrialState.FAIL
+        if values and self.prune_stopped and TrialStatus.of(record.status.get("status", "")) is TrialStatus.STOPPED:
+            # As the searcher told it (stopped_trials "pruned"); Optuna's value of a PRUNED trial is its last.
+            state, values = TrialState.PRUNED, [scores[max(scores)]]
         return create_trial(
             state=state,
             values=values,

@@ -10,7 +10,8 @@ upgrade that moves one fails there, not in the middle of a search.
 - After a restored ``fit()``, the searcher Ray unpickled is reachable only through the tuner's
   internal ``TuneConfig``.
 - Ray's ``OptunaSearch`` keeps its Optuna study, the Optuna trial of each Ray trial, and the set
-  of trials it has already told Optuna about in private attributes.
+  of trials it has already told Optuna about in private attributes; asking again for a Ray trial
+  (a repeated configuration) means dropping the Optuna trial it holds.
 - ``ray.init`` replaces a loopback node address (``_node_ip_address="127.0.0.1"``, or an address
   ``127.0.0.1:PORT`` to join) by the machine's external one, unless Ray runs in its single-machine
   mode (its default on macOS and Windows): ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read into
@@ -33,6 +34,7 @@ from ray._private.authentication import authentication_token_setup
 __all__ = [
     "completed_trial_ids",
     "enable_token_auth",
+    "forget_optuna_trial",
     "optuna_study",
     "optuna_trial",
     "replace_callbacks",
@@ -94,3 +96,9 @@ def single_machine_mode() -> Iterator[None]:
 def enable_token_auth() -> None:
     """Token authentication on for this process (its cached Ray config) and the processes it starts."""
     authentication_token_setup._enable_token_auth()
+
+
+def forget_optuna_trial(searcher: Any, trial_id: str) -> None:
+    """Make ``OptunaSearch`` ask Optuna a new trial at the next ``suggest(trial_id)`` (the one it
+    holds for ``trial_id`` is told already: a repeated configuration, see search/config/proposals.py)."""
+    del searcher._ot_trials[trial_id]

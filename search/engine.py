@@ -53,11 +53,12 @@ from search.prepare import PreparedRun, check_address, data_loading, open_data, 
 from search.ray_session import check_cluster_fits, connect, fitting_trials
 from search.recorder import RunRecorder, clock
 from search.strategies.schedulers import SCHEDULERS
-from search.strategies.searcher import describe_searcher, nsga2_population
+from search.strategies.searcher import avoided_repeats, describe_searcher, nsga2_population
 from search.trial import MetricNotReported, trial_status_from_error
 from search.tuner import (
     EXPERIMENT,
     build_tuner,
+    end_of_space,
     experiments,
     extend,
     fit,
@@ -106,11 +107,13 @@ def execute_run(prepared: PreparedRun, out: Callable[[str], None] = print) -> Pa
             f"<= {settings.max_epochs} epochs each, metric {settings.metric} ({settings.mode})"
         )
         recorder = RunRecorder(run_dir, settings, out)
-        fit(build_tuner(settings, space, data, recorder, EXPERIMENT, settings.trials, concurrency), recorder)
+        tuner = build_tuner(settings, space, data, recorder, EXPERIMENT, settings.trials, concurrency)
+        fit(tuner, recorder)
+        settings = end_of_space(run_dir, settings, tuner, out)
     finally:
         if started_ray:
             ray.shutdown()
-    return _finish(run_dir, settings, recorder, out)
+    return _finish(run_dir, settings, recorder, out, avoided_repeats(_adapter.restored_search_alg(tuner)))
 
 
 def ray_map(function: Callable, items, cpus_per_task: float = 1) -> Any:
@@ -170,17 +173,20 @@ def resume_run(
         tuner = restore_tuner(experiment, settings, data, run_dir, recorder)
         out(f"resuming {settings.name}: {len(known)} of {settings.trials} trials were begun")
         fit(tuner, recorder)
+        settings = end_of_space(run_dir, settings, tuner, out)
+        avoided = avoided_repeats(_adapter.restored_search_alg(tuner))
         # Ray loads the searcher's saved state into this object during fit(): after it, the study
         # holds the trials from before the interruption too (not a fresh random-search start).
         searcher = describe_searcher(_adapter.restored_search_alg(tuner))
         out(f"searcher after resuming: {searcher}")
         write_json(run_dir / "resume.json", {"searcher": searcher, "known_trials": sorted(known), "set_aside": lost})
         if trials is not None and trials > settings.trials:
-            settings = extend(run_dir, space, settings, data, trials, out)
+            settings, more = extend(run_dir, space, settings, data, trials, out)
+            avoided += more
     finally:
         if started_ray:
             ray.shutdown()
-    return _finish(run_dir, settings, recorder, out)
+    return _finish(run_dir, settings, recorder, out, avoided)
 
 
 def read_settings(run_dir: Path) -> Settings:
@@ -188,21 +194,24 @@ def read_settings(run_dir: Path) -> Settings:
     return RunDir.open(run_dir).settings()
 
 
-def _finish(run_dir: Path, settings: Settings, recorder: RunRecorder, out) -> Path:
+def _finish(run_dir: Path, settings: Settings, recorder: RunRecorder, out, avoided: int = 0) -> Path:
     table, path = write_leaderboard(run_dir)
-    _summary(out, table, path, run_dir, settings, time.monotonic() - recorder.started)
+    _summary(out, table, path, run_dir, settings, time.monotonic() - recorder.started, avoided)
     return run_dir
 
 
-def _summary(out, table, path: Path, run_dir: Path, settings: Settings, seconds: float) -> None:
+def _summary(out, table, path: Path, run_dir: Path, settings: Settings, seconds: float, avoided: int = 0) -> None:
     statuses = [TrialStatus.of(text) for text in table["status"]]
     stopped = sum(status is TrialStatus.STOPPED for status in statuses)
     errors = sum(status.is_failed() for status in statuses)
+    repeats = int(table["repeat_of"].astype(bool).sum())
     by = SCHEDULERS[settings.scheduler].stops
     early = f"{stopped} stopped early by {by}, " if by else ""
+    # Trained repeats (column repeat_of), and the sampler's proposals of tried ones asked again.
+    asked = f", {avoided} proposals of tried configurations asked again" if avoided else ""
     out("")
     out(
-        f"finished {len(table)} trials in {clock(seconds)} ({early}{errors} errors; "
+        f"finished {len(table)} trials in {clock(seconds)} ({early}{errors} errors, {repeats} repeats{asked}; "
         f"sampler {settings.sampler}, scheduler {settings.scheduler})"
     )
     out(f"top 5 by {settings.metric}:")

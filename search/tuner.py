@@ -19,7 +19,13 @@ from search.config.spaces import SpaceFile, trial_defaults
 from search.ray_session import fitting_trials
 from search.recorder import RunRecorder
 from search.strategies.schedulers import SCHEDULERS
-from search.strategies.searcher import STUDY, build_scheduler, search_and_space
+from search.strategies.searcher import (
+    STUDY,
+    avoided_repeats,
+    build_scheduler,
+    exhausted_because,
+    search_and_space,
+)
 from search.tracking import MlflowCallback
 from search.trial import MetricNotReported, ray_trial
 from search.workers import TRIAL_ACTOR_RESOURCES, workers_trainable
@@ -27,6 +33,7 @@ from search.workers import TRIAL_ACTOR_RESOURCES, workers_trainable
 __all__ = [
     "EXPERIMENT",
     "build_tuner",
+    "end_of_space",
     "ended_trials",
     "experiments",
     "extend",
@@ -104,8 +111,9 @@ def fit(tuner, recorder: RunRecorder) -> None:
         raise MetricNotReported(f"the search stopped before its budget: {recorder.stopper.reason}")
 
 
-def extend(run_dir: Path, space: SpaceFile, settings: Settings, data, trials: int, out) -> Settings:
-    """Run ``trials - settings.trials`` more trials, the sampler warm-started from every finished one."""
+def extend(run_dir: Path, space: SpaceFile, settings: Settings, data, trials: int, out) -> tuple[Settings, int]:
+    """Run ``trials - settings.trials`` more trials, the sampler warm-started from every finished one;
+    return the settings and how many repeated proposals the searcher asked again."""
     extra = trials - settings.trials
     settings = dataclasses.replace(settings, trials=trials)
     RunDir(run_dir).write_settings(settings)
@@ -116,7 +124,25 @@ def extend(run_dir: Path, space: SpaceFile, settings: Settings, data, trials: in
     recorder.finished = {r.trial_id: r.status.get("status", "") for r in records}
     storage = warm_started_storage(run_dir, settings)
     name = f"{EXPERIMENT}-extend-{len(list(run_dir.glob(EXPERIMENT + '-extend-*'))) + 1}"
-    fit(build_tuner(settings, space, data, recorder, name, extra, concurrency, storage=storage), recorder)
+    tuner = build_tuner(settings, space, data, recorder, name, extra, concurrency, storage=storage)
+    fit(tuner, recorder)
+    return end_of_space(run_dir, settings, tuner, out), avoided_repeats(_adapter.restored_search_alg(tuner))
+
+
+def end_of_space(run_dir: Path, settings: Settings, tuner, out) -> Settings:
+    """After ``tuner.fit()``: when the searcher stopped before the budget because no untried
+    configuration was left (``repeats = "avoid"``), say so and record the trials run as the budget,
+    so that the run reads as finished (not interrupted)."""
+    why = exhausted_because(_adapter.restored_search_alg(tuner))
+    if not why:
+        return settings
+    ran = len(read_trials(run_dir))
+    out(
+        f"the search stopped after {ran} of its budget of {settings.trials} trials: {why}; settings.json "
+        "records the budget as the trials run (--repeats allow trains configurations again)"
+    )
+    settings = dataclasses.replace(settings, trials=ran)
+    RunDir(run_dir).write_settings(settings)
     return settings
 
 

@@ -29,3 +29,15 @@ def f1_score(config, data, report, checkpoints=None):
     x = float(config["x"])
     for epoch in range(1, int(config["max_epochs"]) + 1):
         report({"epoch": epoch, "val_f1": x + 0.01 * epoch, "train_loss": 1.0 - x})
+
+
+def epochs(config, data, report, checkpoints=None):
+    """``max_epochs`` epochs of ``epoch_s`` seconds' sleep each (default 0): val_acc climbs to ``x``
+    at the last epoch. For engine-throughput tests and benchmarks (no training, no checkpoint)."""
+    import time
+
+    x, total = float(config["x"]), int(config["max_epochs"])
+    for epoch in range(1, total + 1):
+        time.sleep(float(config.get("epoch_s", 0.0)))
+        value = x * epoch / total
+        report({"epoch": epoch, "val_acc": value, "val_loss": 1.0 - value})

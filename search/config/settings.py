@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from search.config.proposals import REPEATS, STOPPED_TRIALS
 from trainables import DEFAULT_TRAINABLE
 from trainables.names import did_you_mean
 
@@ -131,6 +132,15 @@ class Settings:
     # unconditional parameter of the space that the trainable can change mid-training (for the
     # classifier: lr, weight_decay, dropout, ...).
     pbt_mutate: str = ""
+    # What a proposal of a configuration already finished or running does: "avoid" or "allow".
+    # With "avoid" the sampler is told the known result and asked again, and the search stops once
+    # every configuration of a discrete space is tried; "allow" trains it again (a noisy objective:
+    # each run one more observation).
+    repeats: str = "avoid"
+    # How a trial the scheduler stopped early is told to the sampler: "complete" or "pruned".
+    # With "complete" it reaches the sampler with its last value, as a finished trial's; "pruned" is
+    # Optuna's PRUNED with its per-epoch values, as Optuna's pruners tell theirs.
+    stopped_trials: str = "complete"
     # Trials running at once, a count; 0: as many as the cluster's CPUs/GPUs fit.
     concurrency: int = 0
     # CPUs one trial holds (per worker with workers_per_trial > 1); its torch threads follow it.
@@ -221,6 +231,10 @@ class Settings:
         # sampler and scheduler: names of the strategy registries, which check them
         # (search.strategies.check_strategies): settings import no registry.
         _check(self.pbt_interval_epochs >= 1, "pbt_interval_epochs", self.pbt_interval_epochs, "an integer >= 1")
+        for name, allowed in (("repeats", REPEATS), ("stopped_trials", STOPPED_TRIALS)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"`{name}` is {value!r}, but must be one of {list(allowed)}" + did_you_mean(value, allowed))
         if self.data_loading not in DATA_LOADINGS:
             raise ValueError(
                 f"`data_loading` is {self.data_loading!r}, but must be one of {list(DATA_LOADINGS)}"

@@ -31,7 +31,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "model": ("trainable", "model", "weights"),
     "search": (
         "metric", "mode", "objectives", "trials", "max_epochs", "sampler", "scheduler",
-        "grace_period_epochs", "reduction_factor", "pbt_interval_epochs", "pbt_mutate", "seed",
+        "grace_period_epochs", "reduction_factor", "pbt_interval_epochs", "pbt_mutate", "repeats", "stopped_trials",
+        "seed",
     ),
     "resources": (
         "address", "concurrency", "cpus_per_trial", "gpus_per_trial", "workers_per_trial",

@@ -1,25 +1,33 @@
 """How the next trial is chosen and when a trial stops: the sampler (search/strategies/samplers.py) behind
 Ray's OptunaSearch, and the scheduler (search/strategies/schedulers.py). Both are registry entries; this
-module only assembles them for Ray Tune."""
+module only assembles them for Ray Tune. The searcher avoids repeated configurations and tells
+stopped trials as the settings say (the rules: search/config/proposals.py)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch as RayOptunaSearch
 
 from search import _adapter
-from search.config.sampling import sample_space
+from search.config.proposals import MAX_ASKS, Ledger, outcome
+from search.config.sampling import parameters, sample_space
 from search.config.settings import Settings
 from search.config.spaces import SpaceFile, SpaceFunction
-from search.strategies.samplers import SAMPLERS, nsga2_population
+from search.strategies.samplers import SAMPLERS, grid_points, nsga2_population
 from search.strategies.schedulers import SCHEDULERS
 
-__all__ = ["STUDY", "build_sampler", "build_scheduler", "build_searcher", "describe_searcher", "nsga2_population", "search_and_space"]
+__all__ = [
+    "STUDY", "avoided_repeats", "build_sampler", "build_scheduler", "build_searcher", "describe_searcher",
+    "discrete_grid", "exhausted_because", "nsga2_population", "search_and_space",
+]  # fmt: skip
 
 # The Optuna study's name, in a fresh search and in the warm-started study of an extension.
 STUDY = "search"
+
+# A discrete space with more points than this is not enumerated (repeats are then rare anyway).
+GRID_LIMIT = 100_000
 
 
 def build_searcher(space: SpaceFile, settings: Settings, concurrency: int, storage=None):
@@ -28,7 +36,9 @@ def build_searcher(space: SpaceFile, settings: Settings, concurrency: int, stora
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     objectives = settings.objective_names
-    searcher = (_MultiObjectiveOptunaSearch if objectives else OptunaSearch)(
+    searcher = OptunaSearch(
+        settings,
+        _ledger(space, settings, storage) if settings.repeats == "avoid" else None,
         space=SpaceFunction(space.path, space.text),
         # With objectives, a list: Optuna's study gets one direction per objective, and each
         # finished trial's last result gives its values (early-stopped trials included).
@@ -68,35 +78,136 @@ def _population(space: SpaceFile, settings: Settings, concurrency: int) -> tuple
     return generator, param_space
 
 
-class _MultiObjectiveOptunaSearch(OptunaSearch):
-    """Ray's OptunaSearch, telling Optuna FAIL for a multi-objective trial without every value.
+class OptunaSearch(RayOptunaSearch):
+    """Ray's OptunaSearch (its name kept: resume.json records the searcher's class), telling Optuna
+    what search/config/proposals.py decides, and (with a ``ledger``, ``repeats = "avoid"``) never
+    proposing a configuration already finished or running.
 
-    Ray's own class tells a list holding None (a trial that ended before reporting a cost), which
-    Optuna rejects: the trial would stay RUNNING in the study for good. A diverged trial is FAIL
-    too: its accuracy of 0 beside the smallest model's size would put it on the Pareto front, and
-    NSGA-II breeds from the front. Single-objective searches use Ray's class itself.
+    Ray's own class tells a multi-objective trial without every value as a list holding None,
+    which Optuna rejects (the trial would stay RUNNING in the study for good): FAIL here. A trial
+    the scheduler stopped is COMPLETE with its last value, or PRUNED (``stopped_trials``).
     """
+
+    def __init__(self, settings: Settings, ledger: Ledger | None, **kwargs):
+        super().__init__(**kwargs)
+        self.stopped_trials, self.max_epochs = settings.stopped_trials, settings.max_epochs
+        self.ledger = ledger
+        self.exhausted = ""  # why the search stopped before its budget, when it did
+        self._intermediate: dict[str, dict[int, float]] = {}
+
+    def suggest(self, trial_id: str):
+        if self.ledger is None:
+            return super().suggest(trial_id)
+        asks = 0
+        while not self.ledger.exhausted():
+            config = super().suggest(trial_id)
+            params = _adapter.optuna_trial(self, trial_id).params
+            known = self.ledger.known(params)
+            if known is None:
+                self.ledger.start(trial_id, params)
+                return config
+            self.ledger.avoided += 1
+            self._tell_known(trial_id, known)
+            asks += 1
+            if asks >= MAX_ASKS:  # the sampler keeps to what it knows: try an untried point
+                point = self.ledger.untried()
+                if point is None:
+                    break
+                _adapter.optuna_study(self).enqueue_trial(point, skip_if_exists=False)
+        tried = len(self.ledger.outcomes)
+        self.exhausted = (
+            f"every one of the space's {tried} configurations was tried"
+            if self.ledger.exhausted()
+            else f"the sampler proposed only tried configurations ({MAX_ASKS} in a row, {tried} tried)"
+        )
+        return Searcher.FINISHED
+
+    def _tell_known(self, trial_id: str, known) -> None:
+        """Tell Optuna the duplicate proposal's known outcome (FAIL while its first trial runs:
+        nothing is known yet), and forget it, so that the next suggest asks a new one."""
+        from optuna.trial import TrialState
+
+        trial, study = _adapter.optuna_trial(self, trial_id), _adapter.optuna_study(self)
+        if known.state == "COMPLETE":
+            study.tell(trial, known.values)
+        elif known.state == "PRUNED":
+            for step, value in known.intermediate.items():
+                trial.report(value, step)
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, state=TrialState.FAIL)
+        _adapter.forget_optuna_trial(self, trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        super().on_trial_result(trial_id, result)
+        if not isinstance(self.metric, list) and trial_id not in _adapter.completed_trial_ids(self):
+            # What Ray's class reported as this trial's intermediate value (its step: the iteration).
+            self._intermediate.setdefault(trial_id, {})[result["training_iteration"]] = result[self.metric]
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         completed = _adapter.completed_trial_ids(self)
-        if isinstance(self.metric, list) and trial_id not in completed:
-            result = result or {}
-            values = [result.get(name) for name in self.metric]
-            if result.get("diverged") or not all(_finite(v) for v in values):
-                from optuna.trial import TrialState
+        if trial_id in completed:
+            return super().on_trial_complete(trial_id, result=result, error=error)  # Ray's warning
+        max_epochs = int(((result or {}).get("config") or {}).get("max_epochs", self.max_epochs))
+        state, values = outcome(result, error, self.metric, self.stopped_trials, max_epochs)
+        trial = _adapter.optuna_trial(self, trial_id)
+        intermediate = self._intermediate.pop(trial_id, {})
+        if self.ledger is not None:
+            self.ledger.end(trial_id, trial.params, state, values, intermediate)
+        if state == "COMPLETE":  # Ray's class tells it (the last value)
+            return super().on_trial_complete(trial_id, result=result, error=error)
+        from optuna.trial import TrialState
 
-                _adapter.optuna_study(self).tell(_adapter.optuna_trial(self, trial_id), state=TrialState.FAIL)
-                completed.add(trial_id)
-                return
-        super().on_trial_complete(trial_id, result=result, error=error)
+        _adapter.optuna_study(self).tell(trial, state=TrialState[state])
+        completed.add(trial_id)
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def discrete_grid(space: SpaceFile, settings: Settings) -> list[dict[str, Any]] | None:
+    """The points of a discrete space in a seeded order (search/strategies/samplers.grid_points); None
+    for a space with a continuous parameter, or one of more than GRID_LIMIT points."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    size = 1
+    for distribution in parameters(space, settings).distributions.values():
+        if isinstance(distribution, CategoricalDistribution):
+            size *= len(distribution.choices)
+        elif isinstance(distribution, IntDistribution):
+            size *= (distribution.high - distribution.low) // distribution.step + 1
+        elif getattr(distribution, "step", None) is not None:
+            size *= int(round((distribution.high - distribution.low) / distribution.step)) + 1
+        else:
+            return None
+    return grid_points(settings, space) if size <= GRID_LIMIT else None
+
+
+def _ledger(space: SpaceFile, settings: Settings, storage=None) -> Ledger:
+    """The searcher's ledger; for an extension, holding the warm-started study's trials."""
+    ledger = Ledger(discrete_grid(space, settings))
+    if storage is not None:
+        import optuna
+
+        for trial in optuna.load_study(study_name=STUDY, storage=storage).get_trials(deepcopy=False):
+            ledger.seed([(
+                trial.user_attrs.get("trial_id", str(trial.number)), trial.params, trial.state.name,
+                trial.values if trial.values is None or len(trial.values) > 1 else trial.values[0],
+                dict(trial.intermediate_values),
+            )])  # fmt: skip
+    return ledger
 
 
 def build_scheduler(settings: Settings, space: SpaceFile):
     return SCHEDULERS[settings.scheduler].build(settings, space)
+
+
+def exhausted_because(search_alg) -> str:
+    """Why the engine's searcher stopped proposing before the budget ("" when it did not)."""
+    return getattr(getattr(search_alg, "searcher", search_alg), "exhausted", "")
+
+
+def avoided_repeats(search_alg) -> int:
+    """How many proposals of tried configurations the engine's searcher asked again."""
+    ledger = getattr(getattr(search_alg, "searcher", search_alg), "ledger", None)
+    return ledger.avoided if ledger is not None else 0
 
 
 def describe_searcher(search_alg) -> dict[str, Any]:

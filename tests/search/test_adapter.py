@@ -33,6 +33,18 @@ def test_the_study_trials_and_told_set_of_rays_optuna_search():
         _adapter.optuna_trial(searcher, "never-suggested")
 
 
+def test_a_forgotten_optuna_trial_is_asked_anew_at_the_next_suggestion():
+    searcher = _optuna_search(Settings(trials=8, seed=3))
+    searcher.suggest("first")
+    study = _adapter.optuna_study(searcher)
+    study.tell(_adapter.optuna_trial(searcher, "first"), state=TrialState.FAIL)
+    _adapter.forget_optuna_trial(searcher, "first")
+    with pytest.raises(KeyError):
+        _adapter.optuna_trial(searcher, "first")
+    searcher.suggest("first")
+    assert _adapter.optuna_trial(searcher, "first").number == 1 and len(study.trials) == 2
+
+
 def test_an_optuna_search_before_its_space_is_set_has_no_study():
     assert _adapter.optuna_study(tune.search.optuna.OptunaSearch()) is None
 
