@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import numpy as np
-import pytest
+# No test depends on the network: the suite declares itself offline before anything imports
+# (trainables/offline.py), so MODEL "auto" resolves offline without asking the hub and nothing
+# downloads. Ray's workers and the CLI subprocesses that tests start inherit both.
+os.environ["IMAGE_SEARCH_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from pathlib import Path  # noqa: E402  (after the offline declaration, on purpose)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
