@@ -15,6 +15,15 @@ from pathlib import Path  # noqa: E402  (after the offline declaration, on purpo
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+# A test past its timeout (pyproject.toml) fails with its traceback, even inside ray.get, and the
+# session goes on: these hooks (tests/hang_guard.py says why pytest-timeout's methods do not).
+from tests.hang_guard import (  # noqa: E402, F401
+    pytest_runtest_call,
+    pytest_runtest_setup,
+    pytest_runtest_teardown,
+    pytest_timeout_set_timer,
+)
+
 REPO = Path(__file__).resolve().parent.parent
 
 

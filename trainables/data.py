@@ -38,6 +38,8 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from trainables.cache import DEFAULT_CACHE, CacheError, CachedImages, Decoded, ImageView, build_or_open, cache_key
+from trainables.decode import PREPROCESSING, decode_image
+from trainables.offline import offline_reason
 
 __all__ = [
     "DATASETS",
@@ -58,10 +60,12 @@ __all__ = [
 DATASETS = ("digits", "digits_longtail", "cifar10", "cifar100", "stl10", "flowers102", "food101", "oxford_pets")
 # Where torchvision's data sets are downloaded to and read from, unless data_root says otherwise.
 DEFAULT_DATA_ROOT = "~/.cache/image-search/data"
-# Images per cache shard (and per decode task): 1024 images of 224 px are 154 MB.
+# Images per cache shard (and per decode task), at most: 1024 images of 224 px are 154 MB.
 CHUNK_IMAGES = 1024
-# How every file is turned into stored pixels (part of the cache key: change it, and caches rebuild).
-PREPROCESSING = "rgb, shorter side resized (bilinear, antialiased), centre crop; torchvision"
+# A set is cut into at least this many shards (decode tasks) while they keep >= MIN_CHUNK_IMAGES
+# each, so that the decode keeps 16 workers busy with 4 tasks each even for a few thousand images.
+CHUNK_TASKS = 64
+MIN_CHUNK_IMAGES = 64
 # digits_longtail: class k keeps LONGTAIL_RATIO ** (-k / 9) of its images, so the last class has
 # 1 / LONGTAIL_RATIO as many as the first (about 178 down to 18): an imbalanced set that works offline.
 LONGTAIL_RATIO = 10.0
@@ -246,15 +250,16 @@ def _plan(source: Source, cache) -> tuple[Path, str, list, dict]:
         description = {"source": source.name, "content": hashlib.sha256(np.ascontiguousarray(images).data).hexdigest(),
                        "labels": hashlib.sha256(source.array.labels.tobytes()).hexdigest()}  # fmt: skip
     else:
+        size = chunk_images(source.count)
         chunks = [
             functools.partial(
                 _decode_files,
                 source.root,
-                tuple(e[0] for e in source.entries[a : a + CHUNK_IMAGES]),
-                tuple(e[3] for e in source.entries[a : a + CHUNK_IMAGES]),
+                tuple(e[0] for e in source.entries[a : a + size]),
+                tuple(e[3] for e in source.entries[a : a + size]),
                 source.image_size,
             )
-            for a in range(0, source.count, CHUNK_IMAGES)
+            for a in range(0, source.count, size)
         ]
         listing = hashlib.sha256(repr([e for e in source.entries]).encode()).hexdigest()
         description = {"source": str(source.root), "files": listing, "count": source.count}
@@ -292,16 +297,21 @@ def _array_chunk(images: np.ndarray, labels: np.ndarray) -> Decoded:
     return Decoded(images=np.ascontiguousarray(images), labels=np.asarray(labels, dtype=np.int64))
 
 
+def chunk_images(count: int) -> int:
+    """Images per shard (and decode task) for a set of ``count``: CHUNK_IMAGES at most, fewer so
+    that there are CHUNK_TASKS tasks, but MIN_CHUNK_IMAGES at least. A function of the count
+    alone, so that the same files give the same shards on any machine (and one bad shard can be
+    decoded again by itself)."""
+    return max(1, min(CHUNK_IMAGES, max(MIN_CHUNK_IMAGES, -(-count // CHUNK_TASKS))))
+
+
 def _decode_files(root: str, relative: tuple[str, ...], labels: tuple[int, ...], image_size: int) -> Decoded:
     """Decode one chunk of files (runs in a Ray task on any node, or in this process)."""
-    import torch
-
-    torch.set_num_threads(1)
     images, kept, skipped = [], [], []
     for rel, label in zip(relative, labels):
         path = Path(root) / rel
         try:
-            images.append(load_image(path, image_size).numpy())
+            images.append(decode_image(path, image_size))
         except UNREADABLE_IMAGE_ERRORS as error:
             skipped.append(f"{path}: {error}")
             continue
@@ -551,10 +561,6 @@ _ARCHIVES = {
 }
 
 
-def _offline() -> bool:
-    return os.environ.get("IMAGE_SEARCH_OFFLINE", "").strip() not in ("", "0")
-
-
 def _not_available(name: str, root: Path, error: object) -> DatasetError:
     archive, url = _ARCHIVES[name]
     return DatasetError(
@@ -567,10 +573,11 @@ def _not_available(name: str, root: Path, error: object) -> DatasetError:
 def _download(name: str, root: Path, make: Callable[[], Any]) -> Any:
     """Run torchvision's downloading constructor ``make``; a DatasetError saying where the archive
     goes when it fails (offline), or at once with IMAGE_SEARCH_OFFLINE=1 and no archive there."""
-    if _offline():
+    declared = offline_reason()
+    if declared:
         archives = [root / part.strip() for part in _ARCHIVES[name][0].replace(" and ", ",").split(",")]
         if not all(path.is_file() for path in archives):
-            raise _not_available(name, root, "IMAGE_SEARCH_OFFLINE is set")
+            raise _not_available(name, root, declared)
     try:
         return make()
     except Exception as error:  # torchvision raises URLError, RuntimeError or OSError offline
@@ -680,13 +687,10 @@ UNREADABLE_IMAGE_ERRORS = (OSError, ValueError)
 def load_image(path: str | os.PathLike, image_size: int):
     """One image file as a (3, S, S) uint8 tensor: RGB, shorter side resized to S, centre crop.
 
-    The preprocessing of every ImageFolder image, used again by ``predict`` so that a new image is
-    seen exactly as the training images were. Raises OSError/ValueError for an unreadable file.
+    The preprocessing of every ImageFolder image (``trainables.decode``), used again by ``predict``
+    so that a new image is seen exactly as the training images were. Raises OSError/ValueError for
+    an unreadable file.
     """
-    import torchvision.transforms.functional as TF
-    from PIL import Image
+    import torch
 
-    with Image.open(path) as image:
-        tensor = TF.pil_to_tensor(image.convert("RGB"))
-    tensor = TF.resize(tensor, image_size, antialias=True)
-    return TF.center_crop(tensor, [image_size, image_size])
+    return torch.from_numpy(decode_image(path, image_size))
