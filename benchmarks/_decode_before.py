@@ -27,7 +27,9 @@ def load_image_before(path, image_size: int) -> np.ndarray:
     return TF.center_crop(tensor, [image_size, image_size]).numpy()
 
 
-def decode_files_before(root: str, relative: tuple[str, ...], labels: tuple[int, ...], image_size: int) -> Decoded:
+def decode_files_before(
+    root: str, relative: tuple[str, ...], labels: tuple[int, ...], image_size: int
+) -> Decoded:
     import torch
 
     torch.set_num_threads(1)
@@ -47,8 +49,14 @@ def decode_files_before(root: str, relative: tuple[str, ...], labels: tuple[int,
 def chunks_before(source) -> list:
     """The decode tasks of file-based ``source`` as the cache build cut them before (1024 images each)."""
     size = CHUNK_IMAGES_BEFORE
+    entries = source.entries
     return [
-        functools.partial(decode_files_before, source.root, tuple(e[0] for e in source.entries[a : a + size]),
-                          tuple(e[3] for e in source.entries[a : a + size]), source.image_size)  # fmt: skip
+        functools.partial(
+            decode_files_before,
+            source.root,
+            tuple(e[0] for e in entries[a : a + size]),
+            tuple(e[3] for e in entries[a : a + size]),
+            source.image_size,
+        )
         for a in range(0, source.count, size)
     ]

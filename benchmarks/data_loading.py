@@ -115,9 +115,9 @@ def _ray():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="error", log_to_driver=False, _node_ip_address="127.0.0.1")
     # Workers started and their imports done before any clock starts, as in a running search.
     def imports() -> bool:
+        import _decode_before  # noqa: F401
         import torchvision.transforms.functional  # noqa: F401  (what decoding imports)
 
-        import _decode_before  # noqa: F401
         import trainables.data  # noqa: F401
 
         return True
@@ -147,6 +147,7 @@ def decode_rates(folder: str, cache: str, order: list[str]) -> list[tuple[str, f
     from concurrent.futures import ProcessPoolExecutor
 
     from _decode_before import PREPROCESSING_BEFORE, chunks_before
+
     from search.engine import ray_map
     from trainables.cache import build_or_open, cache_key
     from trainables.data import open_source, resolve_source

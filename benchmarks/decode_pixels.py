@@ -39,7 +39,9 @@ def photos(folder: Path) -> list[Path]:
         for side in PHOTO_SIDES:
             path = folder / f"photo{k}-{side}.jpg"
             if not path.is_file():
-                scaled = photo.resize((side, round(side * photo.height / photo.width)), Image.Resampling.LANCZOS)
+                scaled = photo.resize(
+                    (side, round(side * photo.height / photo.width)), Image.Resampling.LANCZOS
+                )
                 scaled.save(path, quality=90)
             paths.append(path)
     return paths
@@ -51,7 +53,10 @@ def differences(paths: list[Path], size: int, margin: int) -> tuple[float, float
 
     means, total, count, largest = [], 0, 0, 0
     for path in paths:
-        d = np.abs(decode_image(path, size, draft_margin=margin).astype(np.int16) - load_image_before(path, size).astype(np.int16))
+        d = np.abs(
+            decode_image(path, size, draft_margin=margin).astype(np.int16)
+            - load_image_before(path, size).astype(np.int16)
+        )
         means.append(float(d.mean()))
         total, count, largest = total + int(d.sum()), count + d.size, max(largest, int(d.max()))
     return total / count, max(means), largest

@@ -10,14 +10,15 @@ import os
 os.environ["IMAGE_SEARCH_OFFLINE"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from pathlib import Path  # noqa: E402  (after the offline declaration, on purpose)
+# The imports below come after the offline declaration, on purpose.
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 # A test past its timeout (pyproject.toml) fails with its traceback, even inside ray.get, and the
 # session goes on: these hooks (tests/hang_guard.py says why pytest-timeout's methods do not).
-from tests.hang_guard import (  # noqa: E402, F401
+from tests.hang_guard import (  # noqa: F401
     pytest_runtest_call,
     pytest_runtest_setup,
     pytest_runtest_teardown,

@@ -34,7 +34,10 @@ def timeouts(lines) -> dict[str, tuple[float, str, int]]:
     for (module, test), seconds in per_test.items():
         if seconds > slowest.get(module, (-1.0, ""))[0]:
             slowest[module] = (seconds, test)
-    return {module: (s, test, max(DEFAULT_S, 10 * math.ceil((3 * s + 60) / 10))) for module, (s, test) in sorted(slowest.items())}
+    return {
+        module: (s, test, max(DEFAULT_S, 10 * math.ceil((3 * s + 60) / 10)))
+        for module, (s, test) in sorted(slowest.items())
+    }
 
 
 def main() -> None:

@@ -59,8 +59,8 @@ def decode_image(path: str | os.PathLike, image_size: int, draft_margin: int = D
         image.load()
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         new_width, new_height = resized_size(width, height, image_size)
-        top = int(round((new_height - image_size) / 2.0))
-        left = int(round((new_width - image_size) / 2.0))
+        top = round((new_height - image_size) / 2.0)  # torchvision's center_crop
+        left = round((new_width - image_size) / 2.0)
         # The crop in decoded pixels: the resized image spans ``reduced`` decoded pixels.
         x_scale, y_scale = reduced[0] / new_width, reduced[1] / new_height
         box = (left * x_scale, top * y_scale, (left + image_size) * x_scale, (top + image_size) * y_scale)

@@ -20,7 +20,7 @@ _NOT_SET = ("", "0", "false", "no", "off")
 
 
 def offline_reason(variables: tuple[str, ...] = TOOL_VARIABLES) -> str | None:
-    """"NAME is set" for the first of ``variables`` that declares offline, else None."""
+    """ "NAME is set" for the first of ``variables`` that declares offline, else None."""
     for name in variables:
         if os.environ.get(name, "").strip().lower() not in _NOT_SET:
             return f"{name} is set"

@@ -38,7 +38,9 @@ def photos(tmp_path_factory):
         photo = Image.fromarray(pixels)
         for side in SIDES:
             paths.append(folder / f"photo{k}-{side}.jpg")
-            photo.resize((side, round(side * photo.height / photo.width)), Image.Resampling.LANCZOS).save(paths[-1], quality=90)
+            photo.resize((side, round(side * photo.height / photo.width)), Image.Resampling.LANCZOS).save(
+                paths[-1], quality=90
+            )
     return paths
 
 
@@ -67,10 +69,17 @@ def test_without_reduction_the_resize_of_the_crop_is_torchvision_s_to_one_grey_l
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for width, height, size in ((37, 23, 16), (23, 37, 16), (200, 120, 48), (40, 40, 64)):  # down, down, down, up
+    for width, height, size in (
+        (37, 23, 16),
+        (23, 37, 16),
+        (200, 120, 48),
+        (40, 40, 64),
+    ):  # down, down, down, up
         path = tmp_path / f"{width}x{height}.png"
         Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
-        difference = np.abs(decode_image(path, size).astype(np.int16) - full_decode(path, size).astype(np.int16))
+        difference = np.abs(
+            decode_image(path, size).astype(np.int16) - full_decode(path, size).astype(np.int16)
+        )
         assert difference.max() <= 1, (width, height, size)  # rounding: PIL in integers, torch in floats
 
 

@@ -56,7 +56,9 @@ def test_the_guard_sees_the_hub_probe_when_nothing_is_declared(monkeypatch, atte
 
 
 def test_the_suite_is_declared_offline():
-    assert offline_reason(("IMAGE_SEARCH_OFFLINE",)) and offline_reason(("HF_HUB_OFFLINE",))  # tests/conftest.py
+    assert offline_reason(("IMAGE_SEARCH_OFFLINE",)) and offline_reason(
+        ("HF_HUB_OFFLINE",)
+    )  # tests/conftest.py
 
 
 def test_the_shipped_spaces_resolve_auto_offline_without_a_socket(attempts, tmp_path):
@@ -67,7 +69,9 @@ def test_the_shipped_spaces_resolve_auto_offline_without_a_socket(attempts, tmp_
     assert transfer._BACKBONES == {OFFLINE_MODEL: "offline"}
     # spaces/resnet.py (the first command): MODEL "auto", resolved before anything runs.
     space = load_space(REPO / "spaces" / "resnet.py")
-    settings = resolve_settings(space, {"storage": str(tmp_path / "runs"), "data_cache": str(tmp_path / "cache")})
+    settings = resolve_settings(
+        space, {"storage": str(tmp_path / "runs"), "data_cache": str(tmp_path / "cache")}
+    )
     lines: list[str] = []
     prepared = prepare_run(space, settings, out=lines.append)
     assert (prepared.settings.model, prepared.settings.weights) == (OFFLINE_MODEL, "offline")
