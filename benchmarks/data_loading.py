@@ -112,7 +112,8 @@ class PeakAnon:
 def _ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="error", log_to_driver=False, _node_ip_address="127.0.0.1")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="error", log_to_driver=False,
+             _node_ip_address="127.0.0.1")  # fmt: skip  (a new session, even beside a `ray start` cluster)
     # Workers started and their imports done before any clock starts, as in a running search.
     def imports() -> bool:
         import _decode_before  # noqa: F401

@@ -33,7 +33,7 @@ import ray
 @pytest.fixture(scope="module")
 def session():
     # 2 CPUs: the hung task keeps one (a timeout interrupts the test, not its Ray tasks).
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="error", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="error", log_to_driver=False)
     yield
     ray.shutdown()
 
