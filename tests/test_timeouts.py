@@ -19,8 +19,9 @@ import pytest
 
 from tests.conftest import REPO
 
-# Timeout: 3 x the slowest test + 60 s (pyproject.toml): measured 50 s under load (a Ray start and a 10 s hang).
-pytestmark = pytest.mark.timeout(210)
+# Timeout: 3 x the slowest test + 60 s (pyproject.toml): measured 50-90 s under load (a Ray start and a
+# 10 s hang), so 330 s.
+pytestmark = pytest.mark.timeout(330)
 
 CONFTEST = "from tests.hang_guard import *  # noqa: F401,F403  (the suite's timeout hooks)\n"
 
@@ -62,11 +63,11 @@ def test_a_hung_ray_test_fails_with_a_traceback_and_the_session_goes_on(tmp_path
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-c", str(REPO / "pyproject.toml"), "--rootdir", str(tmp_path),
          "-p", "no:cacheprovider", "-q", str(tmp_path / "test_hung.py")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False,
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     output = done.stdout + done.stderr
     assert done.returncode == 1, output  # 1: tests failed (not 2, interrupted; nor killed)
     assert "1 failed, 1 passed" in output, output
     assert "Failed: Timeout (>10.0s): the test was interrupted here" in output, output
     assert "KeyboardInterrupt" in output and "ray.get(forever.remote())" in output, output  # where it waited
-    assert time.monotonic() - started < 180
+    assert time.monotonic() - started < 300

@@ -18,7 +18,7 @@ import math
 import re
 import sys
 
-DEFAULT_S = 300  # pyproject.toml: timeout
+DEFAULT_S = 600  # pyproject.toml: timeout
 LINE = re.compile(r"^\s*([0-9.]+)s (setup|call|teardown)\s+(\S+?)::(\S+)")
 
 
