@@ -1,4 +1,4 @@
-"""The per-test timeout (pyproject.toml, pytest-timeout's "signal" method) ends a hung test with a
+"""The per-test timeout (pyproject.toml; what it does: tests/hang_guard.py) ends a hung test with a
 traceback and lets the session go on, even when the test waits on Ray, as the end-to-end tests do.
 
 A pytest run in a subprocess, with this project's pytest options and timeout hooks
