@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from trainables.cache import Decoded
-from trainables.data import UNREADABLE_IMAGE_ERRORS
+from trainables.images import UNREADABLE_IMAGE_ERRORS
 
 PREPROCESSING_BEFORE = "rgb, shorter side resized (bilinear, antialiased), centre crop; torchvision"
 CHUNK_IMAGES_BEFORE = 1024

@@ -151,7 +151,8 @@ def decode_rates(folder: str, cache: str, order: list[str]) -> list[tuple[str, f
 
     from search.engine import ray_map
     from trainables.cache import build_or_open, cache_key
-    from trainables.data import open_source, resolve_source
+    from trainables.data import open_source
+    from trainables.datasets import resolve_source
 
     ray = _ray()
     source = resolve_source(folder, STORED)
@@ -189,7 +190,9 @@ def driver(folder: str, cache: str) -> dict:
     import pickle
 
     from search.engine import ray_map
-    from trainables.data import open_source, resolve_source, split_indices, trial_data
+    from trainables.data import open_source
+    from trainables.datasets import resolve_source
+    from trainables.split import split_indices, trial_data
 
     ray = _ray()
     lines: list[str] = []
@@ -212,7 +215,8 @@ def driver(folder: str, cache: str) -> dict:
 def trial(folder: str, cache: str, loading: str, config: dict = TRIAL) -> dict:
     """One trial process: train ``config``; its last epoch's images/s and its peak RssAnon."""
     from trainables.classifier import train_classifier
-    from trainables.data import load_dataset, split_indices, trial_data
+    from trainables.data import load_dataset
+    from trainables.split import split_indices, trial_data
 
     images = load_dataset(folder, STORED, cache=cache, out=lambda line: None)
     data = trial_data(images, split_indices(images.labels, 0.2, 0.2, seed=0), loading=loading)

@@ -32,8 +32,9 @@ def main() -> None:
         "print(time.perf_counter() - t)"
     ) - _python("import ray")  # fmt: skip
     sys.path.insert(0, str(REPO))
-    from trainables.data import load_dataset, split_indices
+    from trainables.data import load_dataset
     from trainables.models import build_model
+    from trainables.split import split_indices
 
     started = time.perf_counter()
     images = load_dataset("digits", 32)

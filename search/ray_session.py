@@ -10,7 +10,7 @@ from pathlib import Path
 import ray
 
 from search import _adapter
-from search.settings import Settings
+from search.config.settings import Settings
 
 __all__ = ["check_cluster_fits", "connect", "fitting_trials", "join", "start_local", "token_path"]
 

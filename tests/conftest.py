@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def digits_16():
     """scikit-learn's digits at 16 px, split as a run would split it."""
-    from trainables.data import load_dataset, split_indices
+    from trainables.data import load_dataset
+    from trainables.split import split_indices
 
     images = load_dataset("digits", 16)
     return images, split_indices(images.labels, 0.2, 0.2, seed=0)
@@ -40,7 +41,7 @@ def digits_16():
 @pytest.fixture(scope="session")
 def small_trial_data(digits_16):
     """A stratified third of digits at 16 px: enough to learn, fast to train on one thread."""
-    from trainables.data import split_indices, trial_data
+    from trainables.split import split_indices, trial_data
 
     images, _ = digits_16
     return trial_data(images, split_indices(images.labels, 0.2, 0.2, seed=0, data_fraction=0.35))

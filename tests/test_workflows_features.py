@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from analysis.records import read_trials
+from search.config.spaces import load_space, resolve_settings
 from search.engine import run_search
-from search.spaces import load_space, resolve_settings
 from tests.conftest import REPO, write_png_folder
 
 pytestmark = pytest.mark.slow
@@ -95,8 +95,8 @@ def test_retrain_tests_features_models_and_compares_an_ensemble(features_run, ca
 
 
 def test_predict_refits_the_features_winner(features_run, tmp_path):
+    from analysis.final_data import load_final_data
     from analysis.predict import predict
-    from analysis.retrain import load_final_data
 
     run_dir, _ = features_run
     if not (run_dir / "test_results.csv").is_file():

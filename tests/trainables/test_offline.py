@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
+from search.config.spaces import load_space, resolve_settings
 from search.prepare import prepare_run
-from search.spaces import load_space, resolve_settings
 from tests.conftest import REPO
 from trainables.models import OFFLINE_MODEL, resolve_auto_model
 from trainables.offline import offline_reason

@@ -7,7 +7,7 @@ from typing import Any, Mapping, TypeVar
 
 import numpy as np
 
-from trainables._names import did_you_mean
+from trainables.names import did_you_mean
 
 __all__ = ["config_from_mapping"]
 
