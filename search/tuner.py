@@ -72,7 +72,11 @@ def build_tuner(settings, space, data, recorder, name: str, trials: int, concurr
 
 def experiments(run_dir: Path) -> list[Path]:
     """Ray's experiment folders in ``run_dir``: the search's, then each extension's."""
-    return sorted(p for p in run_dir.glob(EXPERIMENT + "*") if p.is_dir())
+    # Not "ray*": a multi-worker run's Ray Train folder (ray_train) sorted last and was taken for the
+    # experiment, so such a run could not be resumed.
+    extensions = [p for p in run_dir.glob(EXPERIMENT + "-extend-*") if p.is_dir() and p.name.rpartition("-")[2].isdigit()]
+    first = [run_dir / EXPERIMENT] if (run_dir / EXPERIMENT).is_dir() else []
+    return first + sorted(extensions, key=lambda p: int(p.name.rpartition("-")[2]))
 
 
 def restore_tuner(experiment: Path, settings: Settings, data, run_dir: Path, recorder: RunRecorder):

@@ -55,9 +55,9 @@ def ray_session():
     """
     import ray
 
-    from search.ray_session import start_local
+    from search.ray_session import set_ray_environment, start_local
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    set_ray_environment()  # as the CLI's own session: its workers inherit Ray Tune's settings
     start_local(num_cpus=2, logging_level="warning", log_to_driver=False)
     yield ray
     ray.shutdown()

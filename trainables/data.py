@@ -31,6 +31,7 @@ from trainables.cache import (
     check_writable,
     open_cache,
 )
+from trainables.configs import bytes_from_env
 from trainables.datasets import DatasetError, ImageSet, Source, resolve_source
 from trainables.decode import PREPROCESSING, decode_image
 from trainables.images import UNREADABLE_IMAGE_ERRORS
@@ -142,14 +143,16 @@ def _plan(source: Source, cache) -> tuple[Path, str, list, dict]:
     return cache_root, cache_key(description), chunks, description
 
 
-# "auto" data loading streams from this many bytes of train + validation pixels (README, "Data").
+# "auto" data loading streams from this many bytes of train + validation pixels (README, "Data");
+# the environment variable AUTO_STREAM_ENV overrides it for the driver that sets it.
 AUTO_STREAM_BYTES = 2**30
+AUTO_STREAM_ENV = "IMAGE_SEARCH_AUTO_STREAM_BYTES"
 
 
 def choose_loading(mode: str, nbytes: int) -> str:
     """"memory" or "stream" for data loading ``mode`` and ``nbytes`` of train + validation pixels."""
     if mode == "auto":
-        return "stream" if nbytes >= AUTO_STREAM_BYTES else "memory"
+        return "stream" if nbytes >= bytes_from_env(AUTO_STREAM_ENV, AUTO_STREAM_BYTES) else "memory"
     return mode
 
 
