@@ -24,7 +24,7 @@ def load_image(path: str | os.PathLike, image_size: int):
     """
     import torch
 
-    from trainables.decode import decode_image
+    from trainables.decode import decode_image  # numpy and PIL only once an image is read
 
     return torch.from_numpy(decode_image(path, image_size))
 
