@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from trainables.names import did_you_mean
+from trainables.offline import HUB_VARIABLES, offline_reason
 
 __all__ = [
     "OFFLINE_MODEL",
@@ -285,8 +286,6 @@ def resolve_auto_model(timeout_s: float = 3.0) -> tuple[str, str, str]:
     offline without opening a socket; otherwise it tries to connect to the hub for ``timeout_s``.
     """
     import socket
-
-    from trainables.offline import HUB_VARIABLES, offline_reason
 
     declared = offline_reason(HUB_VARIABLES)
     if declared:
