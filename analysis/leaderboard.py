@@ -3,7 +3,8 @@
 Built from the run directory's files alone (``analysis.records``), so it can be rebuilt at any
 time, during a run, after a crash, or on another machine: ``python -m search leaderboard RUN_DIR``.
 
-A multi-objective run (``objectives`` set, e.g. "params") adds, after ``val_loss``, a column per
+A run whose metric is not one of the fixed columns (a custom trainable's ``val_f1``, say) adds it
+after ``status``. A multi-objective run (``objectives`` set, e.g. "params") adds, after ``val_loss``, a column per
 objective (its value at the trial's best epoch by the metric; costs are constant within a trial),
 ``pareto`` (True for the trials no other trial beats in every objective at once) and
 ``pareto_rank`` (1 for the front, 2 for the front once the first is removed, ...). Only trials with
@@ -63,6 +64,8 @@ def build_leaderboard(run_dir: Path, sort_by: str | None = None, status: str | N
         key for record in records for segment in record.lineage.get("schedule", []) for key in segment["config"]
     })
     fixed = list(FIXED_COLUMNS)
+    if metric not in fixed:  # a trainable's own metric (e.g. val_f1) ranks the table: next to the status
+        fixed.insert(fixed.index("status") + 1, metric)
     if objectives:
         at = fixed.index("val_loss") + 1
         fixed[at:at] = [*objectives, "pareto", "pareto_rank"]
@@ -166,6 +169,8 @@ def _row(record: TrialRecord, metric: str, mode: str, objectives: dict[str, str]
         "train_time_s": round(record.metrics[-1].get("train_time_s", 0.0), 2) if record.metrics else 0.0,
         "error": record.status.get("error", ""),
     }
+    if metric not in row:
+        row[metric] = best.get(metric) if best else None
     clones = record.lineage.get("clones", [])
     row["cloned_from"] = clones[-1]["trial"] if clones else ""
     row["cloned_at_epoch"] = clones[-1]["epoch"] if clones else None

@@ -4,8 +4,9 @@ Each function below reaches one private attribute for which the installed releas
 Optuna 5.0) offer no public API; tests/search/test_adapter.py pins what each returns, so an
 upgrade that moves one fails there, not in the middle of a search.
 
-- Ray's ``Tuner.restore`` takes no ``run_config``: the callbacks pickled with the experiment
-  state (the interrupted driver's recorder) can only be replaced on the tuner's internal config.
+- Ray's ``Tuner.restore`` takes no ``run_config``: the callbacks and the stopper pickled with the
+  experiment state (the interrupted driver's recorder) can only be replaced on the tuner's
+  internal config.
 - After a restored ``fit()``, the searcher Ray unpickled is reachable only through the tuner's
   internal ``TuneConfig``.
 - Ray's ``OptunaSearch`` keeps its Optuna study, the Optuna trial of each Ray trial, and the set
@@ -35,6 +36,7 @@ __all__ = [
     "optuna_study",
     "optuna_trial",
     "replace_callbacks",
+    "replace_stopper",
     "restored_search_alg",
     "single_machine_mode",
 ]
@@ -45,6 +47,11 @@ SINGLE_MACHINE_ENV = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR  # "RAY_ENABLE_WI
 def replace_callbacks(tuner: Any, callbacks: list) -> None:
     """Make a restored ``tune.Tuner`` call ``callbacks`` instead of the ones pickled with it."""
     tuner._local_tuner.get_run_config().callbacks = callbacks
+
+
+def replace_stopper(tuner: Any, stopper: Any) -> None:
+    """Make a restored ``tune.Tuner`` ask ``stopper`` instead of the one pickled with it."""
+    tuner._local_tuner.get_run_config().stop = stopper
 
 
 def restored_search_alg(tuner: Any) -> Any:

@@ -1,7 +1,8 @@
 """Command line: ``python -m search run spaces/resnet.py [--trials 8 ...]``.
 
 Every field of ``search.config.settings.Settings`` is an option of ``run`` (``max_epochs`` is
-``--max-epochs``). Only light modules are imported until a command needs more, so ``--help``
+``--max-epochs``), explained by its comment there and grouped as ``search.config.settings_help.GROUPS``
+says. Only light modules are imported until a command needs more, so ``--help``
 answers at once.
 """
 
@@ -9,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 
 from analysis.records import RunDir
 from search.api import finish_run
 from search.config.settings import Settings, field_types
+from search.config.settings_help import GROUPS, setting_help
 from search.config.spaces import load_space, resolve_settings
 from trainables.names import did_you_mean
 
@@ -35,7 +36,18 @@ _EXAMPLES = """examples:
 """
 
 
-def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+class _Command:
+    """A command's parser and the option strings it accepts, collected as they are added (argparse
+    keeps its list private), so that an unknown option can be answered with the closest one."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser, self.options = parser, []
+
+    def add(self, *names: str, group=None, **kwargs) -> None:
+        self.options += (group or self.parser).add_argument(*names, **kwargs).option_strings
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, _Command]]:
     parser = argparse.ArgumentParser(
         prog="python -m search",
         description="Hyperparameter search for image classifiers: Optuna spaces on Ray Tune with ASHA.",
@@ -45,82 +57,93 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser(
-        "run", help="run a search described by a space file", description=_run_help(), allow_abbrev=False
+    run = _Command(
+        commands.add_parser("run", help="run a search described by a space file", description=_run_help(), allow_abbrev=False)
     )
-    run.add_argument("space", metavar="SPACE", help="search-space file, e.g. spaces/resnet.py")
-    types = field_types()
-    for field in dataclasses.fields(Settings):
-        run.add_argument(
-            "--" + field.name.replace("_", "-"),
-            dest=field.name,
-            type=types[field.name],
-            default=argparse.SUPPRESS,
-            metavar=types[field.name].__name__.upper(),
-            help=f"(default {field.default!r}, or the space file's {field.name.upper()})",
+    run.add("space", metavar="SPACE", help="search-space file, e.g. spaces/resnet.py")
+    groups = {title: run.parser.add_argument_group(title) for title in GROUPS}
+    types, defaults, explained = field_types(), {f.name: f.default for f in dataclasses.fields(Settings)}, setting_help()
+    for title, names in GROUPS.items():
+        for name in names:
+            default = repr(defaults[name]) if defaults[name] != "" else "empty"
+            run.add(
+                "--" + name.replace("_", "-"),
+                group=groups[title],
+                dest=name,
+                type=types[name],
+                default=argparse.SUPPRESS,
+                metavar=types[name].__name__.upper(),
+                help=f"{explained[name]} (default {default}; space file: {name.upper()})".replace("%", "%%"),
+            )
+    run.add(
+        "--overwrite", group=groups["storage"], action="store_true",
+        help="Delete an existing run directory of the same name and start over.",
+    )  # fmt: skip
+
+    resume = _Command(
+        commands.add_parser(
+            "resume",
+            help="continue an interrupted run (Ctrl-C, kill, reboot), or extend it with --trials",
+            allow_abbrev=False,
         )
-
-    run.add_argument(
-        "--overwrite", action="store_true", help="delete an existing run directory of the same name and start over"
     )
-
-    resume = commands.add_parser(
-        "resume",
-        help="continue an interrupted run (Ctrl-C, kill, reboot), or extend it with --trials",
-        allow_abbrev=False,
-    )
-    resume.add_argument("run_dir", metavar="RUN_DIR")
-    resume.add_argument("--trials", type=int, default=None, help="a budget above the run's own extends the search")
-    resume.add_argument("--address", default=None, help="Ray cluster to join (default: the run's own setting)")
-    for command in (run, resume):
-        command.add_argument(
+    resume.add("run_dir", metavar="RUN_DIR")
+    resume.add("--trials", type=int, default=None, help="a budget above the run's own extends the search")
+    resume.add("--address", default=None, help="Ray cluster to join (default: the run's own setting)")
+    for command, group in ((run, groups["search"]), (resume, None)):
+        command.add(
             "--no-retrain",
+            group=group,
             dest="no_retrain",
             action="store_true",
-            help="skip retraining the winner on train+validation and testing it once (done by default)",
+            help="Skip retraining the winner on train + validation and testing it once (done by default).",
         )
 
-    board = commands.add_parser(
-        "leaderboard", help="rebuild and print a run's leaderboard from its files", allow_abbrev=False
+    board = _Command(
+        commands.add_parser("leaderboard", help="rebuild and print a run's leaderboard from its files", allow_abbrev=False)
     )
-    board.add_argument("run_dir", metavar="RUN_DIR")
-    board.add_argument("--sort", default=None, help="column to rank by (default: the run's metric)")
-    board.add_argument("--status", default=None, help="keep rows whose status starts with this (completed, stopped, error, infeasible)")
-    board.add_argument("--rows", type=int, default=None, help="print only the first ROWS rows")
+    board.add("run_dir", metavar="RUN_DIR")
+    board.add("--sort", default=None, help="column to rank by (default: the run's metric)")
+    board.add("--status", default=None, help="keep rows whose status starts with this (completed, stopped, error, infeasible)")
+    board.add("--rows", type=int, default=None, help="print only the first ROWS rows")
 
-    report = commands.add_parser(
-        "report", help="parameter importance, the Optuna study, plots and report.md of a run", allow_abbrev=False
+    report = _Command(
+        commands.add_parser(
+            "report", help="parameter importance, the Optuna study, plots and report.md of a run", allow_abbrev=False
+        )
     )
-    report.add_argument("run_dir", metavar="RUN_DIR")
-    report.add_argument(
+    report.add("run_dir", metavar="RUN_DIR")
+    report.add(
         "--study-storage", default=None, metavar="URL",
         help="Optuna storage URL to export the study to (default: sqlite:///RUN_DIR/study.db)",
     )  # fmt: skip
 
-    retrain = commands.add_parser(
-        "retrain",
-        help="retrain the top trials on train+validation and evaluate each model once on the test split",
-        allow_abbrev=False,
+    retrain = _Command(
+        commands.add_parser(
+            "retrain",
+            help="retrain the top trials on train+validation and evaluate each model once on the test split",
+            allow_abbrev=False,
+        )
     )
-    retrain.add_argument("run_dir", metavar="RUN_DIR")
-    retrain.add_argument("--top-k", dest="top_k", type=int, default=1, help="trials to retrain (default 1)")
-    retrain.add_argument("--seeds", type=int, default=3, help="models per trial, seeds seed..seed+S-1 (default 3)")
-    retrain.add_argument("--force", action="store_true", help="retrain and test again instead of reusing stored results")
-    retrain.add_argument(
+    retrain.add("run_dir", metavar="RUN_DIR")
+    retrain.add("--top-k", dest="top_k", type=int, default=1, help="trials to retrain (default 1)")
+    retrain.add("--seeds", type=int, default=3, help="models per trial, seeds seed..seed+S-1 (default 3)")
+    retrain.add("--force", action="store_true", help="retrain and test again instead of reusing stored results")
+    retrain.add(
         "--no-tta", dest="tta", action="store_false",
         help="skip the flip-TTA evaluation (mean softmax of each test image and its mirror) reported beside the plain one",
     )  # fmt: skip
-    retrain.add_argument(
+    retrain.add(
         "--ensemble", action="store_true",
         help="also compare the top-k trials' models averaged with the single best on the test split (ensemble.csv; --top-k >= 2)",
     )  # fmt: skip
 
-    predict = commands.add_parser(
-        "predict", help="top-5 classes of images from the run's retrained winner", allow_abbrev=False
+    predict = _Command(
+        commands.add_parser("predict", help="top-5 classes of images from the run's retrained winner", allow_abbrev=False)
     )
-    predict.add_argument("run_dir", metavar="RUN_DIR")
-    predict.add_argument("images", metavar="IMAGE", nargs="+")
-    predict.add_argument("--top", type=int, default=5, help="classes to list per image (default 5)")
+    predict.add("run_dir", metavar="RUN_DIR")
+    predict.add("images", metavar="IMAGE", nargs="+")
+    predict.add("--top", type=int, default=5, help="classes to list per image (default 5)")
     commands_by_name = {"run": run, "resume": resume, "leaderboard": board, "report": report, "retrain": retrain, "predict": predict}
     return parser, commands_by_name
 
@@ -128,7 +151,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
 def _run_help() -> str:
     return (
         "Run the search in SPACE. Settings come from the defaults, then the space file's upper-case "
-        "constants, then these options."
+        "constants, then these options. Each option's full description is the comment above its "
+        "field in search/config/settings.py."
     )
 
 
@@ -137,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         word = unknown[0].split("=")[0]
-        # The command's options, read from its help text (argparse's public output; its list of
-        # actions is private).
-        options = sorted(set(re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", commands[args.command].format_help())))
+        options = commands[args.command].options
         parser.exit(
             2,
             f"error: unknown option {word!r}{did_you_mean(word, options)}; "
@@ -160,12 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input, caught before any trial starts: say what is wrong, no traceback.
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from search.engine import execute_run  # imports optuna, pandas, ray: not at this module's import
+    from search.engine import (  # imports optuna, pandas, ray: not at this module's import
+        MetricNotReported,
+        execute_run,
+    )
     from trainables.datasets import DatasetError  # imports numpy: --help stays without it
 
     try:
         run_dir = execute_run(prepared)
-    except DatasetError as error:  # found while decoding into the cache, before any trial started
+    # Found while decoding into the cache, before any trial started; or at the first report.
+    except (DatasetError, MetricNotReported) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     _finish_run(run_dir, retrain=not args.no_retrain)

@@ -54,12 +54,13 @@ from search.ray_session import check_cluster_fits, connect, fitting_trials
 from search.recorder import RunRecorder, clock
 from search.strategies.schedulers import SCHEDULERS
 from search.strategies.searcher import describe_searcher, nsga2_population
-from search.trial import trial_status_from_error
+from search.trial import MetricNotReported, trial_status_from_error
 from search.tuner import (
     EXPERIMENT,
     build_tuner,
     experiments,
     extend,
+    fit,
     restore_tuner,
     set_aside_unknown_trials,
     snapshot_trial_ids,
@@ -67,6 +68,7 @@ from search.tuner import (
 from trainables.split import trial_data
 
 __all__ = [
+    "MetricNotReported",
     "PreparedRun",
     "execute_run",
     "gpu_share",
@@ -104,7 +106,7 @@ def execute_run(prepared: PreparedRun, out: Callable[[str], None] = print) -> Pa
             f"<= {settings.max_epochs} epochs each, metric {settings.metric} ({settings.mode})"
         )
         recorder = RunRecorder(run_dir, settings, out)
-        build_tuner(settings, space, data, recorder, EXPERIMENT, settings.trials, concurrency).fit()
+        fit(build_tuner(settings, space, data, recorder, EXPERIMENT, settings.trials, concurrency), recorder)
     finally:
         if started_ray:
             ray.shutdown()
@@ -167,7 +169,7 @@ def resume_run(
         recorder = RunRecorder(run_dir, settings, out)
         tuner = restore_tuner(experiment, settings, data, run_dir, recorder)
         out(f"resuming {settings.name}: {len(known)} of {settings.trials} trials were begun")
-        tuner.fit()
+        fit(tuner, recorder)
         # Ray loads the searcher's saved state into this object during fit(): after it, the study
         # holds the trials from before the interruption too (not a fresh random-search start).
         searcher = describe_searcher(_adapter.restored_search_alg(tuner))

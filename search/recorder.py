@@ -18,9 +18,9 @@ from analysis.study import LiveStudy
 from search.config.settings import Settings
 from search.config.spaces import trial_defaults
 from search.progress import BestSoFar, Progress
-from search.trial import FINAL_ERROR, INFEASIBLE, REPLAYED, trial_status_from_error
+from search.trial import FINAL_ERROR, INFEASIBLE, METRIC_NOT_REPORTED, REPLAYED, trial_status_from_error
 
-__all__ = ["RunRecorder", "clock"]
+__all__ = ["RunRecorder", "StopSearch", "clock"]
 
 
 class RunRecorder(tune.Callback):
@@ -39,6 +39,8 @@ class RunRecorder(tune.Callback):
         self.retries: dict[str, int] = {}
         self.progress = Progress(out, every_s or settings.progress_every_s)
         self.live_study: Any = None  # analysis.study.LiveStudy, opened at the first ended trial
+        # Ray Tune's stopper of the run: the recorder gives it a reason to end the whole search.
+        self.stopper = StopSearch()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         directory = trial_dir(self.run_dir, trial.trial_id)
@@ -70,6 +72,8 @@ class RunRecorder(tune.Callback):
         self._progress(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        if self.finished.get(trial.trial_id) == "error":  # failed for good, then ended by StopSearch
+            return
         result = trial.last_result or {}
         epoch = result.get("epoch", 0)
         if result.get("diverged"):
@@ -83,6 +87,7 @@ class RunRecorder(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error = self._keep_traceback(trial)
+        self._stop_if_metric_missing(trial, error)
         status = trial_status_from_error(error)
         if status == INFEASIBLE:  # the message alone, without the exception's module path
             error = error[error.index(INFEASIBLE) :]
@@ -91,6 +96,11 @@ class RunRecorder(tune.Callback):
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         error = self._keep_traceback(trial)
+        if self._stop_if_metric_missing(trial, error):
+            # The search ends before Ray restarts the trial: this error is its end.
+            self._finish(trial, "error", error)
+            self._progress(trials, force=True)
+            return
         if (trial_dir(self.run_dir, trial.trial_id) / FINAL_ERROR).exists():
             # A failure a retry would only repeat (the trial wrote it down in ray_trial). Ray has
             # already scheduled one restart, which re-raises at once; allow no more than that.
@@ -101,6 +111,18 @@ class RunRecorder(tune.Callback):
         self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
         self._status(trial, "retrying", error=error)
         self.out(f"trial {trial.trial_id} failed ({error}); retry {self.retries[trial.trial_id]} from its last checkpoint")
+
+    def _stop_if_metric_missing(self, trial, error: str) -> bool:
+        """True for a trial whose first report lacked the metric (search/trial.py). Every trial
+        would fail the same way, so the search ends (StopSearch) instead of failing them one by one."""
+        final = trial_dir(self.run_dir, trial.trial_id) / FINAL_ERROR
+        text = final.read_text() if final.exists() else error  # the whole message, not its last 300 characters
+        if METRIC_NOT_REPORTED not in text:
+            return False
+        if self.stopper.reason is None:
+            self.stopper.reason = f"trial {trial.trial_id}: " + text[text.index(METRIC_NOT_REPORTED) :].strip()
+            self.out(f"stopping the search: {self.stopper.reason}")
+        return True
 
     def _keep_traceback(self, trial) -> str:
         """Copy the trial's traceback into its record; return its last line."""
@@ -117,6 +139,14 @@ class RunRecorder(tune.Callback):
         self._progress(trials)
 
     def on_experiment_end(self, trials, **info):
+        if self.stopper.reason is not None:
+            # Ray ends the trials StopSearch stopped without a callback; their failure (they raised
+            # the same error meanwhile) or the search's end is their record's end.
+            for trial in trials:
+                if trial.trial_id not in self.finished and (trial_dir(self.run_dir, trial.trial_id) / "status.json").exists():
+                    final = trial_dir(self.run_dir, trial.trial_id) / FINAL_ERROR
+                    error = final.read_text().strip() if final.exists() else f"ended when the search stopped: {self.stopper.reason}"
+                    self._finish(trial, "error", error[:300])
         for writer in self.writers.values():
             writer.close()
         self.progress.close()
@@ -209,6 +239,20 @@ class RunRecorder(tune.Callback):
             f"({stopped} stopped early, {errors} errors), {running} running, {pending} pending | {best}",
             summary=f"{running} running, {errors} errors | {best}",
         )
+
+
+class StopSearch(tune.Stopper):
+    """Ray Tune's stopper of a run: no trial on its own; the whole search once ``reason`` is set
+    (by the run's recorder). Plain data, since Ray pickles it into every experiment snapshot."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.reason is not None
 
 
 # What Ray adds to every result on its own; of these only where the epoch ran is kept. Everything

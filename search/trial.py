@@ -10,13 +10,18 @@ import ray
 from ray import tune
 
 from analysis.records import LINEAGE, TrialStatus, read_json, trial_dir, write_json
+from search.config.settings import METRIC_MODES
 from trainables.contract import INFEASIBLE, NOT_RETRIED
+from trainables.names import did_you_mean
 
 __all__ = [
     "FINAL_ERROR",
     "INFEASIBLE",
+    "METRIC_NOT_REPORTED",
     "REPLAYED",
+    "MetricNotReported",
     "RepeatedFailure",
+    "check_first_report",
     "ray_trial",
     "remember_final_error",
     "replay_or_refuse",
@@ -28,6 +33,27 @@ REPLAYED = "replayed_from_run_directory"
 
 # Written into a trial's directory when its failure would repeat on retry (see ray_trial).
 FINAL_ERROR = "final_error.txt"
+
+# Begins the error of a trial whose first report lacks the search's metric. Every other trial
+# would fail the same way, so the driver ends the whole search on it (search/recorder.py).
+METRIC_NOT_REPORTED = "metric not reported"
+
+
+class MetricNotReported(ValueError):
+    """The trainable does not report the search's metric: a setting to fix, not a trial to retry."""
+
+
+def check_first_report(metrics: dict, metric: str, trainable: str) -> None:
+    """MetricNotReported, naming the keys that were reported, when ``metrics`` lacks ``metric``."""
+    if metric in metrics:
+        return
+    reported = sorted(metrics)
+    raise MetricNotReported(
+        f"{METRIC_NOT_REPORTED}: the search's metric is {metric!r}, but the first report of trainable "
+        f"{trainable!r} has no such key; it reported {reported}. Report {metric!r} from the trainable, or "
+        f"set --metric (METRIC in the space file) to one of those keys, with --mode max or min for a name "
+        f"outside {sorted(METRIC_MODES)}" + did_you_mean(metric, reported)
+    )
 
 
 class _RayCheckpoints:
@@ -91,7 +117,14 @@ class _RayCheckpoints:
 
 
 def ray_trial(
-    config: dict, data, defaults: dict, trainable_name: str, run_dir: str, finished: dict, gpus: float = 0.0
+    config: dict,
+    data,
+    defaults: dict,
+    trainable_name: str,
+    run_dir: str,
+    finished: dict,
+    gpus: float = 0.0,
+    metric: str = "val_acc",
 ) -> None:
     from trainables import get_trainable, gpu  # gpu imports torch: not on the driver's fast path
 
@@ -105,13 +138,18 @@ def ray_trial(
     store.max_epochs = int((defaults | config).get("max_epochs", 0)) or store.max_epochs
     node_id = ray.get_runtime_context().get_node_id()
 
+    checked = []  # the first report is checked for the metric, before Ray (or ASHA) sees it
+
     def report(metrics: dict) -> None:
+        if not checked:
+            check_first_report(metrics, metric, trainable_name)
+            checked.append(True)
         store.report(metrics | {"node_id": node_id})  # which node ran each epoch
 
     try:
         gpu.cap_memory(gpus)  # the trial's share of its GPU, so that an OOM is its own
         get_trainable(trainable_name)(defaults | config, data, report, store)
-    except NOT_RETRIED as error:
+    except (*NOT_RETRIED, MetricNotReported) as error:
         remember_final_error(run_dir, trial_id, error)
         raise
     finally:

@@ -21,7 +21,7 @@ from search.recorder import RunRecorder
 from search.strategies.schedulers import SCHEDULERS
 from search.strategies.searcher import STUDY, build_scheduler, search_and_space
 from search.tracking import MlflowCallback
-from search.trial import ray_trial
+from search.trial import MetricNotReported, ray_trial
 from search.workers import TRIAL_ACTOR_RESOURCES, workers_trainable
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "ended_trials",
     "experiments",
     "extend",
+    "fit",
     "restore_tuner",
     "set_aside_unknown_trials",
     "snapshot_trial_ids",
@@ -58,6 +59,7 @@ def build_tuner(settings, space, data, recorder, name: str, trials: int, concurr
             name=name,
             storage_path=str(recorder.run_dir),
             callbacks=_callbacks(recorder),
+            stop=recorder.stopper,
             # A multi-worker trial is a class trainable (search/workers.py): Tune saves it every epoch.
             # PBT clones other trials' checkpoints: Ray would delete one while it is copied; keep all.
             checkpoint_config=tune.CheckpointConfig(
@@ -87,10 +89,19 @@ def restore_tuner(experiment: Path, settings: Settings, data, run_dir: Path, rec
         resume_unfinished=True,
         resume_errored=False,
     )
-    # The run config, callbacks included, comes back from the pickled tuner state: replace the
-    # callbacks so that this process's recorder and output are the ones used.
+    # The run config, callbacks and stopper included, comes back from the pickled tuner state:
+    # replace them so that this process's recorder and output are the ones used.
     _adapter.replace_callbacks(tuner, _callbacks(recorder))
+    _adapter.replace_stopper(tuner, recorder.stopper)
     return tuner
+
+
+def fit(tuner, recorder: RunRecorder) -> None:
+    """``tuner.fit()``; then, when the recorder stopped the search (a metric the trainable does not
+    report), MetricNotReported with its reason."""
+    tuner.fit()
+    if recorder.stopper.reason is not None:
+        raise MetricNotReported(f"the search stopped before its budget: {recorder.stopper.reason}")
 
 
 def extend(run_dir: Path, space: SpaceFile, settings: Settings, data, trials: int, out) -> Settings:
@@ -105,7 +116,7 @@ def extend(run_dir: Path, space: SpaceFile, settings: Settings, data, trials: in
     recorder.finished = {r.trial_id: r.status.get("status", "") for r in records}
     storage = warm_started_storage(run_dir, settings)
     name = f"{EXPERIMENT}-extend-{len(list(run_dir.glob(EXPERIMENT + '-extend-*'))) + 1}"
-    build_tuner(settings, space, data, recorder, name, extra, concurrency, storage=storage).fit()
+    fit(build_tuner(settings, space, data, recorder, name, extra, concurrency, storage=storage), recorder)
     return settings
 
 
@@ -168,7 +179,7 @@ def _tuner_trainable(settings: Settings, data, run_dir: Path, finished: dict | N
 
         trainable = workers_trainable(
             data, defaults, settings.trainable, str(run_dir), finished or {},
-            settings.workers_per_trial, settings.cpus_per_trial, settings.gpus_per_trial,
+            settings.workers_per_trial, settings.cpus_per_trial, settings.gpus_per_trial, settings.metric,
         )  # fmt: skip
         return tune.with_resources(trainable, TRIAL_ACTOR_RESOURCES)
     return tune.with_resources(
@@ -180,6 +191,7 @@ def _tuner_trainable(settings: Settings, data, run_dir: Path, finished: dict | N
             run_dir=str(run_dir),
             finished=finished or {},
             gpus=settings.gpus_per_trial,
+            metric=settings.metric,
         ),
         {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
     )

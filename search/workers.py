@@ -32,7 +32,7 @@ import ray
 from ray import tune
 from ray.util.queue import Empty, Queue
 
-from search.trial import remember_final_error, replay_or_refuse
+from search.trial import MetricNotReported, check_first_report, remember_final_error, replay_or_refuse
 from trainables.contract import NOT_RETRIED, TrialDiverged, TrialInfeasible
 
 __all__ = ["TORCH_BACKEND_ENV", "TRIAL_ACTOR_RESOURCES", "workers_trainable"]
@@ -48,7 +48,8 @@ _STATE_FILE = "state.pt"
 
 
 def workers_trainable(
-    data: Any, defaults: dict, trainable_name: str, run_dir: str, finished: dict, workers: int, cpus: float, gpus: float
+    data: Any, defaults: dict, trainable_name: str, run_dir: str, finished: dict, workers: int, cpus: float, gpus: float,
+    metric: str = "val_acc",
 ) -> type:
     """The Tune class trainable of a multi-worker search, its fixed arguments bound."""
     shared = ray.put(data)
@@ -56,7 +57,7 @@ def workers_trainable(
     class WorkersTrial(_WorkersTrial):
         fixed = dict(
             data=shared, defaults=defaults, trainable_name=trainable_name, run_dir=run_dir,
-            finished=finished, workers=workers, cpus=cpus, gpus=gpus,
+            finished=finished, workers=workers, cpus=cpus, gpus=gpus, metric=metric,
         )  # fmt: skip
 
     return WorkersTrial
@@ -72,6 +73,7 @@ class _WorkersTrial(tune.Trainable):
         self.thread: threading.Thread | None = None
         self.outcome: dict[str, BaseException] = {}
         self.failure: tuple | None = None
+        self.first_report = True
         self.node_id = ray.get_runtime_context().get_node_id()
 
     def step(self) -> dict:
@@ -92,6 +94,13 @@ class _WorkersTrial(tune.Trainable):
                 raise
             return {"done": True}
         _, metrics, self.state = item
+        if self.first_report:  # as search/trial.py's ray_trial: the metric, before Tune sees it
+            self.first_report = False
+            try:
+                check_first_report(metrics, fixed["metric"], fixed["trainable_name"])
+            except MetricNotReported as error:
+                remember_final_error(fixed["run_dir"], self.trial_id, error)
+                raise
         # The trainable's last epoch (or a divergence) ends the trial here, not one step later.
         last = metrics.get("diverged") or metrics.get("epoch", 0) >= self.trial_config.get("max_epochs", self.fixed["defaults"].get("max_epochs", 0))
         return metrics | {"node_id": self.node_id} | ({"done": True} if last else {})

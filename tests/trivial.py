@@ -21,3 +21,11 @@ def live_study(config, data, report, checkpoints=None):
         seen = 0
     x = float(config["x"])
     report({"epoch": 1, "val_acc": x, "val_loss": 1.0 - x, "live_trials": seen})
+
+
+def f1_score(config, data, report, checkpoints=None):
+    """A trainable with a metric of its own: ``val_f1`` is the sampled ``x`` plus 0.01 per epoch,
+    for ``max_epochs`` epochs, and no val_acc or val_loss (``TRAINABLE = "tests.trivial:f1_score"``)."""
+    x = float(config["x"])
+    for epoch in range(1, int(config["max_epochs"]) + 1):
+        report({"epoch": epoch, "val_f1": x + 0.01 * epoch, "train_loss": 1.0 - x})

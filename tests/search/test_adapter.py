@@ -50,6 +50,13 @@ def test_a_tuners_callbacks_and_search_algorithm(tmp_path):
     assert tuner._local_tuner._get_tune_run_arguments(tuner._local_tuner.converted_trainable)["callbacks"] == [second]
 
 
+def test_a_tuners_stopper_is_replaced(tmp_path):
+    first, second = tune.stopper.MaximumIterationStopper(1), tune.stopper.MaximumIterationStopper(2)
+    tuner = tune.Tuner(lambda config: None, run_config=tune.RunConfig(name="pin", storage_path=str(tmp_path), stop=first))
+    _adapter.replace_stopper(tuner, second)
+    assert tuner._local_tuner._get_tune_run_arguments(tuner._local_tuner.converted_trainable)["stop"] is second
+
+
 def test_single_machine_mode_keeps_a_loopback_node_ip_and_is_undone_after():
     import os
 

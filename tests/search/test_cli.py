@@ -28,11 +28,76 @@ def test_every_setting_is_an_option():
         assert option in done.stdout
 
 
+def test_every_setting_has_a_help_line_from_its_comment():
+    import dataclasses
+
+    from search.config.settings import Settings
+    from search.config.settings_help import field_comments, setting_help
+
+    lines, comments = setting_help(), field_comments(Settings)
+    for field in dataclasses.fields(Settings):
+        assert lines[field.name], f"{field.name} has no comment above it in search/config/settings.py"
+        assert lines[field.name].endswith(".") and len(lines[field.name]) <= 160, lines[field.name]
+        assert comments[field.name].startswith(lines[field.name])  # the first sentence of the whole comment
+
+
+def _sections(help_text: str) -> dict[str, list[str]]:
+    """``{section title: the options it lists}`` of an argparse help text."""
+    import re
+
+    sections: dict[str, list[str]] = {}
+    for line in help_text.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):  # "data:", "options:", ...
+            sections[line[:-1]] = []
+        elif line.startswith("  -") and sections:  # "  --image-size INT   Side of ...", "  -h, --help ..."
+            sections[list(sections)[-1]] += re.findall(r"--?[a-z][a-z0-9-]*", line[2:].split("  ")[0])
+    return sections
+
+
+def test_run_help_groups_each_option_once_and_explains_it():
+    done = _cli("run", "--help")
+    assert done.returncode == 0
+    sections = _sections(done.stdout)
+    assert list(sections)[-6:] == ["data", "model", "search", "resources", "storage", "tracking"]
+    listed = [option for options in sections.values() for option in options if option.startswith("--")]
+    from search.config.settings import field_types
+
+    expected = {"--" + name.replace("_", "-") for name in field_types()} | {"--help", "--overwrite", "--no-retrain"}
+    assert sorted(listed) == sorted(expected)  # every option, each in exactly one section
+    assert "--reduction-factor" in sections["search"] and "--data-loading" in sections["data"]
+    assert "--cpus-per-trial" in sections["resources"] and "--mlflow" in sections["tracking"]
+    text = " ".join(done.stdout.split())  # argparse wraps the help lines
+    for explained in (
+        "--image-size INT Side of the square images the model sees, in pixels. (default 32; space file: IMAGE_SIZE)",
+        "--reduction-factor INT ASHA and HyperBand keep the best 1/reduction_factor of trials at each rung",
+        "--progress-every-s FLOAT Seconds between plain progress lines",
+        "--mode STR Whether a larger metric is better (\"max\") or a smaller one (\"min\"); empty: inferred. (default empty",
+        "--data-loading STR How trials read images: \"memory\" (copied to the device), \"stream\"",
+    ):
+        assert explained in text, explained
+
+
+def test_run_help_imports_no_ray_and_answers_at_once():
+    probe = (
+        "import sys, time; started = time.monotonic(); from search.cli import main\n"
+        "try:\n    main(['run', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted({'torch', 'ray', 'timm', 'optuna'} & set(sys.modules)), time.monotonic() - started < 5, file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert done.stderr.strip().splitlines()[-1] == "[] True"
+
+
 def test_unknown_option_names_the_closest(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "spaces/resnet.py", "--max-epoch", "3"])
     assert exit_info.value.code == 2
     assert "unknown option '--max-epoch' (did you mean '--max-epochs'?)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["run", "spaces/resnet.py", "--mdoe", "max"])
+    assert "unknown option '--mdoe' (did you mean '--mode'?)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["retrain", "runs/x", "--top_k", "3"])  # the other commands' options too
+    assert "unknown option '--top_k' (did you mean '--top-k'?)" in capsys.readouterr().err
 
 
 _SPACE_OK = "def space(trial):\n    trial.suggest_float('lr', 1e-4, 1e-1, log=True)\n"
