@@ -2,14 +2,20 @@
 private memory of the driver and of one trial, side by side in one run.
 
     python benchmarks/data_loading.py [--images 20000] [--small 5000] [--workdir /tmp/data-loading-bench]
+    python benchmarks/data_loading.py --only decode  # the decode figures alone (about 5 minutes idle)
 
 Data: a generated ImageFolder of ``--images`` JPEGs (10 classes) at mixed sizes (random crops of
 scikit-learn's two sample photos, 80 to 400 px a side, flipped at random), stored at 128 px; the
 ``--small`` set is the first images of each class of it (hard links). Everything is generated
 under ``--workdir``, never in the repository. What it prints:
 
-- Cache build, images/s with 1 and 2 decode workers (Ray tasks through the engine's ``ray_map``;
-  one worker = tasks that each hold both CPUs), on the small set, order 1 2 2 1 1 2.
+- Decode, images/s on the small set, five ways side by side in one Ray session, in the order
+  A B C D E E D C B A A B C D E: the bare loop of ``trainables.decode.decode_image`` over the
+  files in one process and in two (the limit: no cache, no Ray); the cache build before version 2
+  (full-size decode and torchvision's resize in 1024-image tasks: benchmarks/_decode_before.py,
+  2 workers, as the engine ran it); the cache build with 1 and 2 decode workers (Ray tasks
+  through the engine's ``ray_map``; one worker = tasks that each hold both CPUs). Targets: cache
+  build >= 0.85x the bare loop with as many processes, >= 3x the build before, 2 workers >= 1.7x 1.
 - Trial epochs, images/s of a trial's second epoch, streaming (``loading="stream"``) against in
   memory, on the same data and split, order M S S M M S. Target: streaming >= 0.9x.
 - Peak private memory (RssAnon, sampled every 20 ms) of a driver that builds the cache with Ray
@@ -30,6 +36,9 @@ import time
 from pathlib import Path
 
 from _common import REPO  # noqa: F401  (puts this checkout on the import path)
+
+# Ray's workers import benchmarks/_decode_before.py (the decode before version 2) by name.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parent), os.environ["PYTHONPATH"]])
 
 STORED = 128  # px: the size the cache stores
 # A trial with random-resized crops: both paths read 128 px images and sample 32 px crops per batch.
@@ -103,9 +112,11 @@ class PeakAnon:
 def _ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="error", log_to_driver=False, _node_ip_address="127.0.0.1")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="error", log_to_driver=False,
+             _node_ip_address="127.0.0.1")  # fmt: skip  (a new session, even beside a `ray start` cluster)
     # Workers started and their imports done before any clock starts, as in a running search.
     def imports() -> bool:
+        import _decode_before  # noqa: F401
         import torchvision.transforms.functional  # noqa: F401  (what decoding imports)
 
         import trainables.data  # noqa: F401
@@ -117,25 +128,57 @@ def _ray():
     return ray
 
 
-def builds(folder: str, cache: str, order: list[int]) -> list[tuple[int, float]]:
-    """Cache builds of ``folder`` from scratch with 1 or 2 decode workers, in ``order``, in one Ray
-    session (one worker: tasks that each hold both CPUs); (workers, images/s) for each."""
+DECODE_WAYS = ("bare loop, 1 process", "bare loop, 2 processes", "cache build before, 2 workers",
+               "cache build, 1 worker", "cache build, 2 workers")  # fmt: skip
+
+
+def bare_decode(paths: list[str]) -> int:
+    """The limit: ``decode_image`` over ``paths`` in a plain loop, nothing kept; how many it decoded."""
+    from trainables.decode import decode_image
+
+    for path in paths:
+        decode_image(path, STORED)
+    return len(paths)
+
+
+def decode_rates(folder: str, cache: str, order: list[str]) -> list[tuple[str, float]]:
+    """Decode ``folder`` from scratch each of the ``DECODE_WAYS`` in ``order``, in one Ray session;
+    (way, images/s) for each. A cache build's time includes writing and hashing its shards."""
     import functools
+    from concurrent.futures import ProcessPoolExecutor
+
+    from _decode_before import PREPROCESSING_BEFORE, chunks_before
 
     from search.engine import ray_map
+    from trainables.cache import build_or_open, cache_key
     from trainables.data import open_source
     from trainables.datasets import resolve_source
 
     ray = _ray()
+    source = resolve_source(folder, STORED)
+    paths = [str(Path(source.root) / entry[0]) for entry in source.entries]
+    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
+    list(pool.map(bare_decode, [paths[:1], paths[1:2]]))  # started and imported before any clock
     rates = []
     try:
-        for workers in order:
+        for way in order:
             shutil.rmtree(cache, ignore_errors=True)
             started = time.perf_counter()
-            images = open_source(resolve_source(folder, STORED), cache, out=lambda line: None,
-                                 decode_map=functools.partial(ray_map, cpus_per_task=2.0 if workers == 1 else 1.0))  # fmt: skip
-            rates.append((workers, len(images.labels) / (time.perf_counter() - started)))
+            if way == "bare loop, 1 process":
+                count = bare_decode(paths)
+            elif way == "bare loop, 2 processes":
+                count = sum(pool.map(bare_decode, [paths[0::2], paths[1::2]]))
+            elif way == "cache build before, 2 workers":
+                description = {"source": source.root, "count": source.count, "preprocessing": PREPROCESSING_BEFORE}
+                count = len(build_or_open(cache, cache_key(description), chunks_before(source), description, source.classes,
+                                          STORED, map=ray_map, out=lambda line: None))  # fmt: skip
+            else:
+                cpus_per_task = 2.0 if way == "cache build, 1 worker" else 1.0
+                count = len(open_source(source, cache, out=lambda line: None,
+                                        decode_map=functools.partial(ray_map, cpus_per_task=cpus_per_task)).labels)  # fmt: skip
+            rates.append((way, count / (time.perf_counter() - started)))
     finally:
+        pool.shutdown()
         ray.shutdown()
         shutil.rmtree(cache, ignore_errors=True)
     return rates
@@ -184,10 +227,12 @@ def trial(folder: str, cache: str, loading: str, config: dict = TRIAL) -> dict:
 
 
 def in_child(function, *args):
-    """Run ``function(*args)`` in a fresh spawned process (its own memory), return its result."""
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(1) as pool:
-        return pool.apply(function, args)
+    """Run ``function(*args)`` in a fresh spawned process (its own memory), return its result.
+    (Not a daemon, unlike a multiprocessing.Pool's: the decode figures start processes of their own.)"""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
 
 
 def spread(values) -> str:
@@ -199,8 +244,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20_000)
     parser.add_argument("--small", type=int, default=5_000)
     parser.add_argument("--workdir", default="/tmp/data-loading-bench")
-    parser.add_argument("--only", choices=("all", "trials"), default="all",
-                        help="trials: skip generating and building (the caches exist from a full run)")
+    parser.add_argument("--only", choices=("all", "trials", "decode"), default="all",
+                        help="trials: skip generating and building (the caches exist from a full run); "
+                             "decode: the decode figures alone")
     args = parser.parse_args()
     work = Path(args.workdir)
     large, small = work / f"folder{args.images}", work / f"folder{args.small}"
@@ -214,12 +260,9 @@ def main() -> None:
         path.read_bytes()
     print(f"data: {args.images} and {args.small} JPEGs in {work} (generated/read in {time.perf_counter() - started:.0f} s), stored at {STORED} px")
 
-    builds_by_workers: dict[int, list[float]] = {1: [], 2: []}
-    for workers, rate in in_child(builds, str(small), str(work / "cache-build"), [1, 2, 2, 1, 1, 2]):
-        builds_by_workers[workers].append(rate)
-    one, two = builds_by_workers[1], builds_by_workers[2]
-    print(f"cache build, {args.small} images, images/s: 1 worker {spread(one)}; 2 workers {spread(two)}; "
-          f"ratio of medians {statistics.median(two) / statistics.median(one):.2f}")  # fmt: skip
+    decode(small, work, args.small)
+    if args.only == "decode":
+        return
 
     cache = work / "cache"
     shutil.rmtree(cache, ignore_errors=True)
@@ -231,6 +274,27 @@ def main() -> None:
         print(f"  second run: {result['second_log']!r}; shards rewritten: {result['rewritten']} of {result['shards']}")
 
     main_trials(args, work, large, small, {n: r["peak_anon"] for n, r in drivers.items()})
+
+
+def decode(folder: Path, work: Path, count: int, repeats: int = 3) -> None:
+    order = [w for r in range(repeats) for w in (DECODE_WAYS if r % 2 == 0 else DECODE_WAYS[::-1])]
+    rates: dict[str, list[float]] = {way: [] for way in DECODE_WAYS}
+    load_before = _load()
+    for way, rate in in_child(decode_rates, str(folder), str(work / "cache-build"), order):
+        rates[way].append(rate)
+    print(f"decode, {count} images stored at {STORED} px, images/s (load average {load_before} before):")
+    for way in DECODE_WAYS:
+        print(f"  {way:31s} {spread(rates[way])}")
+    median = {way: statistics.median(values) for way, values in rates.items()}
+    print(f"  cache build / bare loop (medians): 1 worker {median['cache build, 1 worker'] / median['bare loop, 1 process']:.2f}, "
+          f"2 workers {median['cache build, 2 workers'] / median['bare loop, 2 processes']:.2f} (target >= 0.85)")  # fmt: skip
+    print(f"  cache build, 2 workers / before (medians): {median['cache build, 2 workers'] / median['cache build before, 2 workers']:.2f} "
+          f"(target >= 3); 2 workers / 1 worker: {median['cache build, 2 workers'] / median['cache build, 1 worker']:.2f} "
+          f"(target >= 1.7, idle machine); load average {_load()} after")  # fmt: skip
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main_trials(args, work: Path, large: Path, small: Path, driver_anon: dict[int, int]) -> None:

@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import os
+
+# No test depends on the network: the suite declares itself offline before anything imports
+# (trainables/offline.py), so MODEL "auto" resolves offline without asking the hub and nothing
+# downloads. Ray's workers and the CLI subprocesses that tests start inherit both.
+os.environ["IMAGE_SEARCH_OFFLINE"] = "1"
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+# The imports below come after the offline declaration, on purpose.
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# A test past its timeout (pyproject.toml) fails with its traceback, even inside ray.get, and the
+# session goes on: these hooks (tests/hang_guard.py says why pytest-timeout's methods do not).
+from tests.hang_guard import (  # noqa: F401
+    pytest_runtest_call,
+    pytest_runtest_setup,
+    pytest_runtest_teardown,
+    pytest_timeout_set_timer,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 

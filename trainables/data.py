@@ -33,17 +33,19 @@ from trainables.cache import (
 )
 from trainables.configs import bytes_from_env
 from trainables.datasets import DatasetError, ImageSet, Source, resolve_source
-from trainables.images import UNREADABLE_IMAGE_ERRORS, load_image
+from trainables.decode import PREPROCESSING, decode_image
+from trainables.images import UNREADABLE_IMAGE_ERRORS
 
-__all__ = ["AUTO_STREAM_BYTES", "check_cache", "choose_loading", "load_dataset", "open_source"]
+__all__ = ["AUTO_STREAM_BYTES", "check_cache", "choose_loading", "chunk_images", "load_dataset", "open_source"]
 
 
-# Images per cache shard (and per decode task): 1024 images of 224 px are 154 MB.
+# Images per cache shard (and per decode task), at most: 1024 images of 224 px are 154 MB.
 CHUNK_IMAGES = 1024
-
-
-# How every file is turned into stored pixels (part of the cache key: change it, and caches rebuild).
-PREPROCESSING = "rgb, shorter side resized (bilinear, antialiased), centre crop; torchvision"
+# A set is cut into at least this many shards (decode tasks) while they keep >= MIN_CHUNK_IMAGES
+# each, so that the decode keeps 16 workers busy with 4 tasks each even for a few thousand images.
+CHUNK_TASKS = 64
+MIN_CHUNK_IMAGES = 64
+# How every file is turned into stored pixels, part of the cache key: trainables.decode.PREPROCESSING.
 
 
 def load_dataset(
@@ -124,15 +126,16 @@ def _plan(source: Source, cache) -> tuple[Path, str, list, dict]:
         description = {"source": source.name, "content": hashlib.sha256(np.ascontiguousarray(images).data).hexdigest(),
                        "labels": hashlib.sha256(source.array.labels.tobytes()).hexdigest()}  # fmt: skip
     else:
+        size = chunk_images(source.count)
         chunks = [
             functools.partial(
                 _decode_files,
                 source.root,
-                tuple(e[0] for e in source.entries[a : a + CHUNK_IMAGES]),
-                tuple(e[3] for e in source.entries[a : a + CHUNK_IMAGES]),
+                tuple(e[0] for e in source.entries[a : a + size]),
+                tuple(e[3] for e in source.entries[a : a + size]),
                 source.image_size,
             )
-            for a in range(0, source.count, CHUNK_IMAGES)
+            for a in range(0, source.count, size)
         ]
         listing = hashlib.sha256(repr([e for e in source.entries]).encode()).hexdigest()
         description = {"source": str(source.root), "files": listing, "count": source.count}
@@ -171,16 +174,21 @@ def _array_chunk(images: np.ndarray, labels: np.ndarray) -> Decoded:
     return Decoded(images=np.ascontiguousarray(images), labels=np.asarray(labels, dtype=np.int64))
 
 
+def chunk_images(count: int) -> int:
+    """Images per shard (and decode task) for a set of ``count``: CHUNK_IMAGES at most, fewer so
+    that there are CHUNK_TASKS tasks, but MIN_CHUNK_IMAGES at least. A function of the count
+    alone, so that the same files give the same shards on any machine (and one bad shard can be
+    decoded again by itself)."""
+    return max(1, min(CHUNK_IMAGES, max(MIN_CHUNK_IMAGES, -(-count // CHUNK_TASKS))))
+
+
 def _decode_files(root: str, relative: tuple[str, ...], labels: tuple[int, ...], image_size: int) -> Decoded:
     """Decode one chunk of files (runs in a Ray task on any node, or in this process)."""
-    import torch
-
-    torch.set_num_threads(1)
     images, kept, skipped = [], [], []
     for rel, label in zip(relative, labels):
         path = Path(root) / rel
         try:
-            images.append(load_image(path, image_size).numpy())
+            images.append(decode_image(path, image_size))
         except UNREADABLE_IMAGE_ERRORS as error:
             skipped.append(f"{path}: {error}")
             continue

@@ -31,6 +31,7 @@ import numpy as np
 
 from trainables.images import IMAGE_SUFFIXES, resize_uint8
 from trainables.names import did_you_mean
+from trainables.offline import offline_reason
 
 __all__ = ["DATASETS", "DEFAULT_DATA_ROOT", "DatasetError", "ImageSet", "Source", "resolve_source", "select_classes"]
 
@@ -240,10 +241,6 @@ _ARCHIVES = {
 }
 
 
-def _offline() -> bool:
-    return os.environ.get("IMAGE_SEARCH_OFFLINE", "").strip() not in ("", "0")
-
-
 def _not_available(name: str, root: Path, error: object) -> DatasetError:
     archive, url = _ARCHIVES[name]
     return DatasetError(
@@ -256,10 +253,11 @@ def _not_available(name: str, root: Path, error: object) -> DatasetError:
 def _download(name: str, root: Path, make: Callable[[], Any]) -> Any:
     """Run torchvision's downloading constructor ``make``; a DatasetError saying where the archive
     goes when it fails (offline), or at once with IMAGE_SEARCH_OFFLINE=1 and no archive there."""
-    if _offline():
+    declared = offline_reason()
+    if declared:
         archives = [root / part.strip() for part in _ARCHIVES[name][0].replace(" and ", ",").split(",")]
         if not all(path.is_file() for path in archives):
-            raise _not_available(name, root, "IMAGE_SEARCH_OFFLINE is set")
+            raise _not_available(name, root, declared)
     try:
         return make()
     except Exception as error:  # torchvision raises URLError, RuntimeError or OSError offline

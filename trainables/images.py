@@ -18,16 +18,15 @@ UNREADABLE_IMAGE_ERRORS = (OSError, ValueError)
 def load_image(path: str | os.PathLike, image_size: int):
     """One image file as a (3, S, S) uint8 tensor: RGB, shorter side resized to S, centre crop.
 
-    The preprocessing of every ImageFolder image, used again by ``predict`` so that a new image is
-    seen exactly as the training images were. Raises OSError/ValueError for an unreadable file.
+    The preprocessing of every ImageFolder image (``trainables.decode``: JPEGs reduced on decode,
+    PIL's antialiased resize of the crop), used again by ``predict`` so that a new image is seen
+    exactly as the training images were. Raises OSError/ValueError for an unreadable file.
     """
-    import torchvision.transforms.functional as TF
-    from PIL import Image
+    import torch
 
-    with Image.open(path) as image:
-        tensor = TF.pil_to_tensor(image.convert("RGB"))
-    tensor = TF.resize(tensor, image_size, antialias=True)
-    return TF.center_crop(tensor, [image_size, image_size])
+    from trainables.decode import decode_image  # numpy and PIL only once an image is read
+
+    return torch.from_numpy(decode_image(path, image_size))
 
 
 def resize_uint8(images, image_size: int):

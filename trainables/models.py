@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from trainables.names import did_you_mean
+from trainables.offline import HUB_VARIABLES, offline_reason
 
 __all__ = [
     "OFFLINE_MODEL",
@@ -279,12 +280,16 @@ def input_normalization(net: nn.Module, weights: str) -> tuple[tuple[float, ...]
 
 
 def resolve_auto_model(timeout_s: float = 3.0) -> tuple[str, str, str]:
-    """(model, weights, why) for model "auto": resnet18 + ImageNet when the hub answers, else offline."""
-    import os
+    """(model, weights, why) for model "auto": resnet18 + ImageNet when the hub answers, else offline.
+
+    Declared offline (IMAGE_SEARCH_OFFLINE or HF_HUB_OFFLINE, trainables/offline.py), it answers
+    offline without opening a socket; otherwise it tries to connect to the hub for ``timeout_s``.
+    """
     import socket
 
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
-        return OFFLINE_MODEL, "offline", "HF_HUB_OFFLINE is set"
+    declared = offline_reason(HUB_VARIABLES)
+    if declared:
+        return OFFLINE_MODEL, "offline", declared
     try:
         socket.create_connection(("huggingface.co", 443), timeout=timeout_s).close()
     except OSError as error:
