@@ -55,6 +55,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from analysis.batches import batched_probabilities, flip_horizontal
 from analysis.records import RunDir, read_json, read_trials, trial_dir, write_json, write_text
 from trainables import TRAINABLES, Trainable
 
@@ -73,6 +74,7 @@ __all__ = [
     "retrain",
     "retrained_models",
     "tta_probabilities",
+    "with_baselines",
 ]
 
 # The test metrics of one model that test_results.csv summarises as mean and std over seeds.
@@ -82,8 +84,10 @@ TTA_METRICS = ("test_acc_tta", "test_loss_tta", "test_balanced_acc_tta")
 # Columns of retrain/models.csv: one row per retrained model.
 MODEL_COLUMNS = (
     "trial_id", "rank", "seed", "epochs", *SUMMARY_METRICS, *TTA_METRICS, "test_examples", "train_examples", "retrain_time_s",
+    "data_loading",
 )  # fmt: skip
-# The classic baseline's columns of test_results.csv (the same on every row: one per run).
+# The untuned classic baseline's columns of test_results.csv (the same on every row: one per run);
+# with_baselines adds every baseline's and the strongest's.
 BASELINE_COLUMNS = ("baseline", "baseline_test_acc", "baseline_test_balanced_acc")
 
 
@@ -98,34 +102,44 @@ class FinalData:
     classes: tuple[str, ...]
     train_indices: np.ndarray  # into the data set: the run's train and validation indices
     test_indices: np.ndarray
+    # "stream": the images are views of the data cache (trainables.cache.ImageView), read in
+    # batches by the refit (as a streamed trial reads them) and by every evaluation; "memory": arrays.
+    loading: str = "memory"
 
 
-def load_final_data(run_dir: Path) -> FinalData:
+def load_final_data(run_dir: Path, rebuild_cache: bool = False) -> FinalData:
     """The run's data set, split as recorded in ``split.json``: train + validation, and test.
 
     The only reader of the test split (trials get ``analysis.rerun.load_trial_data``, which has none,
-    and ``predict`` gets ``_load_final_data(run_dir, with_test=False)``).
+    and ``predict`` gets ``_load_final_data(run_dir, with_test=False)``). A streamed run's images
+    stay in the data cache (views, ``loading="stream"``); the cache must be intact unless
+    ``rebuild_cache`` (``trainables.cache.CacheDamaged`` names the shard and the command).
     """
-    return _load_final_data(run_dir, with_test=True)
+    return _load_final_data(run_dir, with_test=True, rebuild_cache=rebuild_cache)
 
 
-def _load_final_data(run_dir: Path, with_test: bool) -> FinalData:
+def _load_final_data(run_dir: Path, with_test: bool, rebuild_cache: bool = False, command: str = "retrain") -> FinalData:
     from analysis.rerun import load_run_images
+    from trainables.cache import CachedImages, ImageView
 
-    images, split, _ = load_run_images(run_dir)  # refuses files changed since the split
+    # Refuses files changed since the split, and a cache gone or damaged since the search.
+    images, split, loading = load_run_images(run_dir, rebuild_cache=rebuild_cache, command=command)
     train = np.union1d(np.asarray(split["train"], dtype=np.int64), np.asarray(split["val"], dtype=np.int64))
     test = np.asarray(split["test"] if with_test else [], dtype=np.int64)
     overlap = np.intersect1d(train, test)
     if len(overlap):
         raise ValueError(f"{Path(run_dir) / 'split.json'}: {len(overlap)} test indices are also train/val, e.g. {overlap[:5].tolist()}")
+    streamed = loading == "stream" and isinstance(images.images, CachedImages)
+    pick = (lambda index: ImageView(images.images, index)) if streamed else (lambda index: images.images[index])  # noqa: E731
     return FinalData(
-        train_images=images.images[train],
+        train_images=pick(train),
         train_labels=images.labels[train],
-        test_images=images.images[test],
+        test_images=pick(test),
         test_labels=images.labels[test],
         classes=images.classes,
         train_indices=train,
         test_indices=test,
+        loading="stream" if streamed else "memory",
     )
 
 
@@ -188,11 +202,14 @@ def retrain(
     out: Callable[[str], None] = print,
     tta: bool = True,
     ensemble: bool = False,
+    rebuild_cache: bool = False,
 ) -> pd.DataFrame:
     """Retrain and test the top ``top_k`` trials, ``seeds`` models each; return test_results.csv's table.
 
     ``tta``: also evaluate each model with flip TTA (columns ``*_tta``). ``ensemble``: also write
     ``ensemble.csv``, the top-k trials' models averaged against the single best (``top_k >= 2``).
+    ``rebuild_cache``: decode the run's data cache again if it is gone or damaged (else
+    ``trainables.cache.CacheDamaged``, before anything is written).
     """
     from analysis.leaderboard import build_leaderboard
 
@@ -245,26 +262,21 @@ def retrain(
                 reused += 1
                 continue
             if data is None:
-                data = load_final_data(run_dir)
-                out(
-                    f"retrain: {len(data.train_labels)} train+validation images, "
-                    f"{len(data.test_labels)} test images (read now, once per model)"
-                )
+                data = _announced(run_dir, rebuild_cache, out)
             what = trainable.refit_summary.format(epochs=epochs)  # "2 epoch(s)", "classifier fitted on frozen features"
             out(f"retrain: trial {trial_id} (rank {int(entry['rank'])}), seed {config['seed']}, {what}")
             replay = [(first, later_config | {"threads": threads, "seed": config["seed"]}) for first, later_config in later]
             rows.append(_train_and_test(directory, trial_id, int(entry["rank"]), trainable, config, epochs, data, settings, tta, lrs, replay))
+    if data is None:  # the baselines read it: a damaged cache fails here, before anything is written
+        data = _announced(run_dir, rebuild_cache, out)
     models = pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
     write_text(root / "models.csv", models.to_csv(index=False))
     table = _summarize(models, board)
-    # A classic baseline on the same split, shown beside the winner (analysis/baseline.py).
-    from analysis.baseline import fit_baseline
+    # Classic baselines on the same split, the winner against the strongest (analysis/baseline.py).
+    from analysis.baseline import fit_baselines
 
-    if data is None:
-        data = load_final_data(run_dir)
-    baseline = fit_baseline(root, data, chosen[0][1]["config"], threads=threads, force=force)
-    for key in BASELINE_COLUMNS:
-        table[key] = baseline[key]
+    baselines = fit_baselines(root, data, chosen[0][1]["config"], threads=threads, force=force, out=out)
+    table = with_baselines(table, baselines, _comparison_metric(settings["metric"]))
     write_text(run_dir / "test_results.csv", table.to_csv(index=False))
     _write_per_trial(root, models)
     out(
@@ -280,7 +292,7 @@ def retrain(
         except Exception as error:  # noqa: BLE001 (tracking never loses the test results written above)
             out(f"retrain: MLflow logging failed ({type(error).__name__}: {error}); the results above are written")
     if ensemble:
-        labels = (data or load_final_data(run_dir)).test_labels
+        labels = data.test_labels
         members = [[root / f"{trial_id}-seed{seed}" for seed in group["seed"]] for trial_id, group in models.groupby("trial_id", sort=False)]
         compared = ensemble_table(members, labels, tta=tta)
         write_text(run_dir / "ensemble.csv", compared.to_csv(index=False))
@@ -289,9 +301,42 @@ def retrain(
     return table
 
 
-def flip_horizontal(images: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) images mirrored left to right."""
-    return np.ascontiguousarray(np.asarray(images)[..., ::-1])
+def _announced(run_dir: Path, rebuild_cache: bool, out: Callable[[str], None]) -> FinalData:
+    data = load_final_data(run_dir, rebuild_cache=rebuild_cache)
+    how = "streamed from the data cache in batches" if data.loading == "stream" else "in memory"
+    out(f"retrain: {len(data.train_labels)} train+validation images, {len(data.test_labels)} test images ({how}; "
+        "the test split is read once per model)")  # fmt: skip
+    return data
+
+
+def _comparison_metric(metric: str) -> str:
+    """The test metric the winner and the baselines are compared on, for the run's ``metric``."""
+    return "test_balanced_acc" if metric == "val_balanced_acc" else "test_acc"
+
+
+def with_baselines(table: pd.DataFrame, baselines: list[dict], metric: str = "test_acc") -> pd.DataFrame:
+    """test_results.csv's table with the baselines' columns (the same on every row): each baseline's
+    test accuracy (``<baseline>_test_acc``); the strongest (``strongest_baseline*``) on ``metric``
+    and whether the row's model beat it (its mean over seeds above it); and ``baseline*``, the
+    untuned reference of earlier versions (linear probe for a pretrained winner, else logistic
+    regression on pixels)."""
+    from analysis.baseline import strongest
+
+    table = table.copy()
+    reference = baselines[-1] if baselines[-1]["baseline"] == "linear_probe" else baselines[0]
+    table["baseline"] = reference["name"]
+    table["baseline_test_acc"] = reference["test_acc"]
+    table["baseline_test_balanced_acc"] = reference["test_balanced_acc"]
+    for row in baselines:
+        table[f"{row['baseline']}_test_acc"] = row["test_acc"]
+    best = strongest(baselines, metric)
+    table["strongest_baseline"] = best["name"]
+    table["strongest_baseline_metric"] = metric
+    table["strongest_baseline_test_acc"] = best["test_acc"]
+    table["strongest_baseline_test_balanced_acc"] = best["test_balanced_acc"]
+    table["beats_strongest_baseline"] = table[f"{metric}_mean"] > best[metric]
+    table.attrs["baselines"] = baselines  # for format_test_summary (not written to the CSV)
+    return table
 
 
 def tta_probabilities(
@@ -363,6 +408,7 @@ def _train_and_test(
         "image_size": settings["image_size"],
         "dataset": settings["dataset"],
         "train_examples": len(data.train_labels),
+        "data_loading": data.loading,  # "stream": refitted and evaluated batch by batch from the cache
     }
     if replay:
         built["pbt_schedule"] = [{"from_epoch": first, "config": later} for first, later in replay]
@@ -375,14 +421,15 @@ def _train_and_test(
     began = time.perf_counter()
     model = fit(
         config, data.train_images, data.train_labels, data.classes, epochs=epochs, report=report, lr_per_epoch=lrs,
-        pbt_schedule=replay,
+        pbt_schedule=replay, stream=data.loading == "stream",
     )
     train_time = time.perf_counter() - began
     # Its weights (trainable.stored_files), or what a refit is checked against (a features model).
     built |= model.save(directory)
     write_json(directory / "model.json", built)
-    # The one evaluation on the test split (with flip TTA: the same images, mirrored, as well).
-    probabilities = model.probabilities(data.test_images)
+    # The one evaluation on the test split (with flip TTA: the same images, mirrored, as well),
+    # batch by batch: each batch of test images is read once for both.
+    probabilities, flipped = batched_probabilities(model.probabilities, data.test_images, tta=tta)
     np.save(directory / "test_probabilities.npy", probabilities, allow_pickle=False)
     summary, confusion, per_class = _test_metrics(probabilities, data.test_labels, data.classes)
     metrics = {
@@ -394,9 +441,9 @@ def _train_and_test(
         "test_examples": len(data.test_labels),
         "train_examples": len(data.train_labels),
         "retrain_time_s": round(train_time, 2),
+        "data_loading": data.loading,
     }
     if tta:
-        flipped = tta_probabilities(model.probabilities, data.test_images, plain=probabilities)
         np.save(directory / "test_probabilities_tta.npy", flipped, allow_pickle=False)
         with_tta, _, _ = _test_metrics(flipped, data.test_labels, data.classes)
         metrics |= {f"{key}_tta": with_tta[key] for key in ("test_acc", "test_loss", "test_balanced_acc")}
@@ -521,7 +568,7 @@ def _restorable(directory: Path) -> bool:
     return entry is not None and all((directory / name).is_file() for name in entry.stored_files)
 
 
-def load_retrained(run_dir: Path, directory: Path):
+def load_retrained(run_dir: Path, directory: Path, rebuild_cache: bool = False):
     """A retrained model, with ``probabilities(images)`` and ``classes``, whatever its trainable.
 
     Its trainable's ``load`` rebuilds it: a classifier from its weights; a features model is
@@ -535,7 +582,7 @@ def load_retrained(run_dir: Path, directory: Path):
     load = get_entry(built.get("trainable", "classifier")).resolve("load")
 
     def train_data() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-        data = _load_final_data(run_dir, with_test=False)
+        data = _load_final_data(run_dir, with_test=False, rebuild_cache=rebuild_cache, command="predict")
         return data.train_images, data.train_labels, data.classes
 
     return load(Path(directory), built, train_data)
@@ -569,7 +616,9 @@ def format_test_summary(table: pd.DataFrame) -> str:
                 else ""
             )
         )
-    if len(table) and "baseline_test_acc" in table:
+    if len(table) and table.attrs.get("baselines"):  # with_baselines put them there
+        lines += _baseline_summary(table.iloc[0], table.attrs["baselines"])
+    elif len(table) and "baseline_test_acc" in table:
         row = table.iloc[0]
         lines.append(
             f"baseline ({row['baseline']}, same split): test accuracy {row['baseline_test_acc']:.4f}, "
@@ -577,3 +626,11 @@ def format_test_summary(table: pd.DataFrame) -> str:
             f"({row['test_acc_mean'] - row['baseline_test_acc']:+.4f})"
         )
     return "\n".join(lines)
+
+
+def _baseline_summary(row: pd.Series, baselines: list[dict]) -> list[str]:
+    """Each baseline, one line, then the winner against the strongest."""
+    from analysis.baseline import format_baselines
+
+    metric = row.get("strongest_baseline_metric", "test_acc")
+    return format_baselines(baselines, row[f"{metric}_mean"], row[f"{metric}_std"], int(row["seeds"]), metric)

@@ -31,6 +31,9 @@ _EXAMPLES = """examples:
 """
 
 
+# retrain and predict read a run's images from its data cache and refuse a missing or damaged one.
+REBUILD_HELP = "decode the run's data cache again from its files when it is missing or damaged (else: exit 2 naming the shard)"
+
 def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="python -m search",
@@ -110,6 +113,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         "--ensemble", action="store_true",
         help="also compare the top-k trials' models averaged with the single best on the test split (ensemble.csv; --top-k >= 2)",
     )  # fmt: skip
+    retrain.add_argument("--rebuild-cache", dest="rebuild_cache", action="store_true", help=REBUILD_HELP)
 
     predict = commands.add_parser(
         "predict", help="top-5 classes of images from the run's retrained winner", allow_abbrev=False
@@ -117,6 +121,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     predict.add_argument("run_dir", metavar="RUN_DIR")
     predict.add_argument("images", metavar="IMAGE", nargs="+")
     predict.add_argument("--top", type=int, default=5, help="classes to list per image (default 5)")
+    predict.add_argument("--rebuild-cache", dest="rebuild_cache", action="store_true", help=REBUILD_HELP)
     commands_by_name = {"run": run, "resume": resume, "leaderboard": board, "report": report, "retrain": retrain, "predict": predict}
     return parser, commands_by_name
 
@@ -231,7 +236,8 @@ def _retrain(args: argparse.Namespace) -> int:
 
     run_dir = _run_dir(args)
     _say_code_runs(run_dir)
-    table = retrain(run_dir, top_k=args.top_k, seeds=args.seeds, force=args.force, tta=args.tta, ensemble=args.ensemble)
+    table = retrain(run_dir, top_k=args.top_k, seeds=args.seeds, force=args.force, tta=args.tta, ensemble=args.ensemble,
+                    rebuild_cache=args.rebuild_cache)  # fmt: skip
     print(format_test_summary(table))
     print(f"report: {write_report(run_dir)}")
     return 0
@@ -242,7 +248,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise ValueError(f"The value of `--top` is {args.top}, but must be an integer >= 1.")
-    for image, ranked in zip(args.images, predict(_run_dir(args), args.images, top=args.top)):
+    for image, ranked in zip(args.images, predict(_run_dir(args), args.images, top=args.top, rebuild_cache=args.rebuild_cache)):
         print(f"{image}: " + ", ".join(f"{name} {probability:.4f}" for name, probability in ranked))
     return 0
 

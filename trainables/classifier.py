@@ -338,15 +338,17 @@ class Classifier:
     def probabilities(self, images: np.ndarray, batch: int = 512) -> np.ndarray:
         """Softmax over classes for (N, 3, S, S) uint8 images, as an (N, classes) float array.
 
-        Images are resized to the trial's ``image_size`` when it has one; never augmented."""
+        Images are resized to the trial's ``image_size`` when it has one; never augmented. Read
+        ``batch`` at a time: ``images`` may be a view of the data cache (a streamed run)."""
         self.net.eval()
         device = next(self.net.parameters()).device
-        x = torch.as_tensor(np.asarray(images)).to(device)
-        out = [
-            torch.softmax(self.net(self.normalize(_at_trial_size(x[i : i + batch], self.config))), 1)
-            for i in range(0, len(x), batch)
-        ]
-        return torch.cat(out).cpu().numpy()
+        out = []
+        for i in range(0, len(images), batch):
+            x = torch.as_tensor(np.asarray(images[i : i + batch])).to(device)
+            out.append(torch.softmax(self.net(self.normalize(_at_trial_size(x, self.config))), 1).cpu())
+        if not out:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        return torch.cat(out).numpy()
 
     def save(self, directory) -> dict:
         """Write the weights to ``directory/model.pt`` (``load_classifier`` reads them); nothing for model.json."""
@@ -386,8 +388,12 @@ def fit_classifier(
     report: Callable[[dict], Any] | None = None,
     lr_per_epoch: Sequence[float] | None = None,
     pbt_schedule: Sequence[tuple[int, Mapping[str, Any]]] = (),
+    stream: bool = False,
 ) -> Classifier:
     """Train per ``config`` on all of ``images`` for ``epochs`` epochs, without validation.
+
+    ``stream``: ``images`` is a view of the data cache, read batch by batch as a streamed trial
+    reads it (trainables/streaming.py: the same batches, so the same model), never copied whole.
 
     ``pbt_schedule``: a PBT trial's later configs, ``(first epoch, config)`` in order; from each first
     epoch on, its PBT_MUTABLE values apply (as they did when PBT's clone continued there).
@@ -411,7 +417,7 @@ def fit_classifier(
         raise ValueError(f"`lr_per_epoch` holds {len(replay)} rates, but {epochs} epochs are to be trained.")
 
     def upload(device: torch.device, size: int) -> tuple:
-        return device_images(images, device, size, stream=False), torch.as_tensor(np.asarray(labels)).to(device)
+        return device_images(images, device, size, stream=stream), torch.as_tensor(np.asarray(labels)).to(device)
 
     run = _set_up(cfg, len(classes), upload)
     net, normalize, train_x, train_y = run.net, run.normalize, run.train_x, run.train_y
