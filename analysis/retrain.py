@@ -15,6 +15,18 @@ and the SVM do not). Its estimator is not saved (scikit-learn persists only thro
 this project never loads); ``model.json`` holds what refits it deterministically, and ``predict``
 refits it, checking that the refit reproduces the stored probabilities of the first training images.
 
+A streamed run (``split.json``'s ``loading`` "stream") is retrained from the data cache: the
+images are views of its memory-mapped shards (``FinalData.loading``), the final models train
+through the streaming path its trials used (``fit_classifier(..., stream=True)``: the same
+batches, so the same models as in memory), and every evaluation reads the test images in batches
+(``analysis/batches.py``), so no copy of the set is made. The cache must be intact:
+``trainables.cache.CacheDamaged`` (exit 2) names a missing or damaged shard and the command that
+decodes it again (``--rebuild-cache``), before anything is written.
+
+Classic baselines on the same split (``analysis/baseline.py``): logistic regression and a
+CV-tuned RBF SVC on the pixels, and a linear probe for a pretrained winner; test_results.csv and
+the summary compare the winner with the strongest of them.
+
 Flip TTA (on unless ``tta=False``): each model is also evaluated on the test split with horizontal
 test-time augmentation, the mean of the softmax of each image and of its mirror image, reported
 beside the plain numbers (``test_acc_tta``...). It is a measurement, not a choice made on the test
@@ -29,6 +41,7 @@ averaged and all k x S models averaged. What it writes::
     RUN_DIR/test_results.csv               one row per retrained trial: test metrics, mean and std over seeds
     RUN_DIR/ensemble.csv                   --ensemble: single best vs. ensembles (test_acc, test_balanced_acc, test_loss, members)
     RUN_DIR/retrain/models.csv             one row per model (trial x seed)
+    RUN_DIR/retrain/baselines.json, .csv   the classic baselines: test metrics, images, features, time
     RUN_DIR/retrain/<trial>-per_class.csv  precision, recall, F1 per class, mean and std over seeds
     RUN_DIR/retrain/<trial>-confusion.csv  confusion matrix summed over seeds (rows: true, columns: predicted)
     RUN_DIR/retrain/<trial>-confusion.png
