@@ -16,7 +16,7 @@ The pixels are area-averaged to at most ``PIXEL_SIDE`` px a side (3 x 16 x 16 = 
 so a baseline's design matrix does not grow with the stored image size. Each baseline is capped in
 size, which caps its time: beyond ``MAX_TRAIN[key]`` training images it is fitted on a stratified
 subsample (seeded), and its row says so (``train_examples`` of ``of_train_examples``). Images are
-read ``EVAL_BATCH_IMAGES`` at a time (a streamed run's cache is never copied whole): the memory
+read in batches (64 at a time for the pixels; a streamed run's cache is never copied whole): the memory
 of a baseline is its design matrix, ``matrix_mib`` (float32), plus one batch of pixels, plus for
 the SVC scikit-learn's kernel cache (``SVC_CACHE_MB``).
 
@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from analysis.batches import EVAL_BATCH_IMAGES, image_batches
+from analysis.batches import image_batches
 from analysis.records import read_json, write_json, write_text
 
 __all__ = [
@@ -91,7 +91,7 @@ def stratified_subsample(labels: np.ndarray, limit: int, seed: int) -> np.ndarra
     return np.sort(np.concatenate(picked))
 
 
-def pixel_matrix(images, side: int = PIXEL_SIDE, batch: int = EVAL_BATCH_IMAGES) -> np.ndarray:
+def pixel_matrix(images, side: int = PIXEL_SIDE, batch: int = 64) -> np.ndarray:
     """(N, 3 x s x s) float32 pixels in [0, 1] of (N, 3, S, S) uint8 ``images`` (an array or a
     cache view, read ``batch`` at a time), area-averaged to s = min(S, ``side``) px a side."""
     import torch

@@ -47,8 +47,13 @@ def retrain_peak(run_dir: str) -> dict:
     lines: list[str] = []
     started = time.perf_counter()
     with PeakAnon() as memory:
-        table = retrain(Path(run_dir), seeds=1, force=True, threads=2, out=lines.append)
-    return {"peak_anon": memory.peak, "seconds": time.perf_counter() - started, "lines": lines,
+        before = memory.now()
+
+        def out(line: str) -> None:  # each line with the peak so far: where the memory went
+            lines.append(f"{line}  [peak so far {max(memory.peak, memory.now()) / 2**20:.0f} MiB]")
+
+        table = retrain(Path(run_dir), seeds=1, force=True, threads=2, out=out)
+    return {"peak_anon": memory.peak, "seconds": time.perf_counter() - started, "lines": lines, "before": before,
             "test_acc": float(table["test_acc_mean"].iloc[0])}  # fmt: skip
 
 
@@ -88,7 +93,8 @@ def main() -> None:
     for n in order:
         result = in_child(retrain_peak, str(runs[n]))
         peaks[n].append(result["peak_anon"])
-        print(f"retrain, {n} images, streamed: peak RssAnon {result['peak_anon'] / 2**20:.0f} MiB, {result['seconds']:.0f} s, "
+        print(f"retrain, {n} images, streamed: peak RssAnon {result['peak_anon'] / 2**20:.0f} MiB "
+              f"({result['before'] / 2**20:.0f} MiB at its start, imports done), {result['seconds']:.0f} s, "
               f"test accuracy {result['test_acc']:.4f}; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
         for line in result["lines"]:
             if line.startswith(("retrain: ", "baseline: ")) and "model(s)" not in line:
