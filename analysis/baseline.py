@@ -56,7 +56,7 @@ __all__ = [
 BASELINE_FILE = "baselines.json"
 PIXEL_SIDE = 16  # px: pixels are area-averaged to at most this side before a pixel baseline sees them
 # Training images each baseline is fitted on at most (a stratified, seeded subsample beyond): the
-# size cap that caps its time (on two cores: seconds for digits; about a minute at the caps).
+# size cap that caps its time (each row records its fitting time, fit_s).
 MAX_TRAIN = {"logreg_pixels": 5_000, "svc_rbf_pixels": 3_000, "linear_probe": 5_000}
 # The SVC's grid, searched by CV_FOLDS-fold stratified cross-validation: C, and gamma as a factor
 # of scikit-learn's "scale" (1 / (features x variance)).
