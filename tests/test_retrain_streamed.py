@@ -90,7 +90,9 @@ def test_a_damaged_or_missing_cache_is_exit_2_and_loses_nothing(streamed_run, ca
     if not (run_dir / "test_results.csv").is_file():
         assert main(["retrain", str(run_dir), "--seeds", "2"]) == 0
     written = {p: p.read_bytes() for p in [run_dir / "test_results.csv", *sorted((run_dir / "retrain").rglob("*")), ] if p.is_file()}
-    (shard,) = sorted(cache.glob("*/shard-*.npy"))
+    shards = sorted(cache.glob("*/shard-*.npy"))  # 90 images: shards of MIN_CHUNK_IMAGES (trainables/data.py)
+    assert len(shards) >= 1
+    shard = shards[0]
     good = shard.read_bytes()
     shard.write_bytes(good[: len(good) // 2])  # truncated between the search and this retrain
     capsys.readouterr()
