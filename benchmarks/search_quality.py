@@ -318,17 +318,15 @@ def regret_at_epochs(cell: dict, budget: int) -> float:
 
 
 def needed(cell: dict, target: float, unit: str) -> float:
-    """The budget (trials ended, epochs, seconds) at which regret first reached ``target``; inf if never."""
+    """The least budget (trials ended, epochs, seconds) at which the pick's regret was <= ``target``; inf if never."""
     regret = np.asarray(cell["regret"])
+    if unit == "trials":
+        ended = int(np.sum(cell["ended"]))
+        return next((k for k in range(1, ended + 1) if regret_at_trials(cell, k) <= target + 1e-9), float("inf"))
     hits = np.flatnonzero(regret <= target + 1e-9)
     if not len(hits):
         return float("inf")
-    first = int(hits[0])
-    if unit == "epochs":
-        return first + 1
-    if unit == "seconds":
-        return cell["seconds"][first]
-    return int(np.cumsum(cell["ended"])[first]) + (0 if cell["ended"][first] else 1)
+    return int(hits[0]) + 1 if unit == "epochs" else cell["seconds"][int(hits[0])]
 
 
 def _iqr(values) -> str:
