@@ -35,7 +35,7 @@ import shutil
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -43,10 +43,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis.records import read_trials, unfinished_budget  # noqa: E402
-from search import api  # noqa: E402
-from search.samplers import grid_points  # noqa: E402
-from search.spaces import load_space, resolve_settings  # noqa: E402
+from analysis.records import read_trials, unfinished_budget
+from search import api
+from search.samplers import grid_points
+from search.spaces import load_space, resolve_settings
 
 TRAINING_SEED_LINE = "_TRAINING_SEED = "
 
@@ -64,7 +64,7 @@ class LoadSampler:
             self.samples.append(os.getloadavg()[0])
             self._stop.wait(every_s)
 
-    def __enter__(self) -> "LoadSampler":
+    def __enter__(self) -> LoadSampler:
         self._thread.start()
         return self
 
@@ -83,7 +83,7 @@ def with_training_seed(text: str, seed: int) -> str:
     return "".join(lines)
 
 
-def run_pass(space_path: Path, work: Path, name: str, trials: int, concurrency: int) -> Path:
+def run_pass(space_path: Path, work: Path, name: str, trials: int, concurrency: int, cpus_per_trial: float) -> Path:
     """One grid search (or its resumption); its run directory."""
     run_dir = work / name
     if (run_dir / "leaderboard.csv").is_file() and not unfinished_budget(run_dir):
@@ -98,7 +98,8 @@ def run_pass(space_path: Path, work: Path, name: str, trials: int, concurrency: 
             shutil.rmtree(run_dir)
     print(f"{name}: {trials} trials, {concurrency} at once", flush=True)
     return api.run(
-        space_path, trials=trials, concurrency=concurrency, storage=str(work), name=name, retrain=False, verbose=True
+        space_path, trials=trials, concurrency=concurrency, cpus_per_trial=cpus_per_trial, storage=str(work), name=name,
+        retrain=False, verbose=True,
     ).dir
 
 
@@ -131,7 +132,9 @@ def main() -> None:
     parser.add_argument("--space", default=str(ROOT / "spaces/scratch_cnn_grid.py"), help="a grid space file")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/tables/scratch_digits.npz"))
     parser.add_argument("--work", default=str(ROOT / "runs/curve_table"), help="where the passes' run directories go")
-    parser.add_argument("--concurrency", type=int, default=2, help="trials at once (this machine: 2 cores)")
+    parser.add_argument("--concurrency", type=int, default=4, help="trials at once")
+    parser.add_argument("--cpus-per-trial", type=float, default=0.5,
+                        help="Ray CPUs per trial (each trains on one thread); 0.5: 4 trials on 2 cores, which a shared machine rewards")
     parser.add_argument("--second-seed-points", type=int, default=64, help="grid points trained with a second seed")
     parser.add_argument("--first-pass-points", type=int, default=0, help="0: the whole grid (fewer: a smoke test)")
     args = parser.parse_args()
@@ -146,11 +149,13 @@ def main() -> None:
     second_seed = first_seed + 1
     started, load = time.time(), LoadSampler()
     with load:
-        run_dirs = [run_pass(space_path, work, "seed%d" % first_seed, args.first_pass_points or len(grid), args.concurrency)]
+        run_dirs = [run_pass(space_path, work, f"seed{first_seed}", args.first_pass_points or len(grid), args.concurrency,
+                             args.cpus_per_trial)]
         if args.second_seed_points:
             copy = work / f"space_seed{second_seed}.py"
             copy.write_text(with_training_seed(space.text, second_seed))
-            run_dirs.append(run_pass(copy, work, "seed%d" % second_seed, args.second_seed_points, args.concurrency))
+            run_dirs.append(run_pass(copy, work, f"seed{second_seed}", args.second_seed_points, args.concurrency,
+                                     args.cpus_per_trial))
     seeds = [first_seed, second_seed][: len(run_dirs)]
     points, arrays, params = collect(run_dirs, values, seeds, settings.max_epochs)
     trained = np.isfinite(arrays["val_acc"][:, :, -1])
@@ -164,7 +169,8 @@ def main() -> None:
         "trained_per_seed": trained.sum(axis=0).tolist(),
         "epochs": settings.max_epochs,
         "concurrency": args.concurrency,
-        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpus_per_trial": args.cpus_per_trial,
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "build_wall_s": round(time.time() - started, 1),  # this invocation (a resumed build: its last part)
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, no GPU",
         "load_average_1min": {

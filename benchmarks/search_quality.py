@@ -53,9 +53,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
 
-from search.samplers import SAMPLERS  # noqa: E402
-from search.schedulers import SCHEDULERS  # noqa: E402
-from trainables.replay import open_table, replay  # noqa: E402
+from search.samplers import SAMPLERS
+from search.schedulers import SCHEDULERS
+from trainables.replay import open_table, replay
 
 # name: (space file, trial budget of the full run, seeds of the full run, sleep scale of each epoch's recorded time)
 BENCHMARKS = {
@@ -77,7 +77,7 @@ def has_epochs(benchmark: str) -> bool:
     return open_table(_table_name(benchmark)).epochs > 1
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _table_name(benchmark: str) -> str:
     """The table a benchmark's space file replays (its ``table`` constant)."""
     import optuna
@@ -154,6 +154,8 @@ def engine_cell(benchmark: str, sampler: str, scheduler: str, workers: int, seed
     space_path = work / f"{benchmark}_space.py"
     if not space_path.is_file():
         text = (ROOT / BENCHMARKS[benchmark][0]).read_text()
+        if text.count("_TIME_SCALE = 0.0") != 1:
+            raise ValueError(f"{BENCHMARKS[benchmark][0]} needs one line `_TIME_SCALE = 0.0` for the benchmark to set")
         space_path.write_text(text.replace("_TIME_SCALE = 0.0", f"_TIME_SCALE = {scale!r}", 1))
     name = f"{benchmark}-{sampler}-{scheduler}-w{workers}-s{seed}"
     shutil.rmtree(work / name, ignore_errors=True)  # a cell stopped half-way starts again

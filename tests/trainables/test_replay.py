@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainables.replay import open_table, replay
 from tests.conftest import REPO
+from trainables.replay import open_table, replay
 
 CURVES = REPO / "benchmarks/tables/scratch_digits.npz"
 
