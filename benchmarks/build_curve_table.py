@@ -83,7 +83,25 @@ def with_training_seed(text: str, seed: int) -> str:
     return "".join(lines)
 
 
-def run_pass(space_path: Path, work: Path, name: str, trials: int, concurrency: int, cpus_per_trial: float) -> Path:
+def points_space(text: str, points: list[dict]) -> str:
+    """A space file that gives trial number k the grid point ``points[k]`` (with the grid space's
+    constants): part of a grid, in a chosen order, beside a grid search running the rest."""
+    return text + f"""
+
+# Added by benchmarks/build_curve_table.py: trial k trains _POINTS[k] of the grid above.
+_POINTS = {points!r}
+_grid_space = space
+
+
+def space(trial):
+    import optuna
+
+    point = _POINTS[trial.number % len(_POINTS)]
+    return point | (_grid_space(optuna.trial.FixedTrial(point)) or {{}})
+"""
+
+
+def run_pass(space_path: Path, work: Path, name: str, trials: int, concurrency: int, cpus_per_trial: float, **extra) -> Path:
     """One grid search (or its resumption); its run directory."""
     run_dir = work / name
     if (run_dir / "leaderboard.csv").is_file() and not unfinished_budget(run_dir):
@@ -97,9 +115,21 @@ def run_pass(space_path: Path, work: Path, name: str, trials: int, concurrency: 
             print(f"{name}: {error}; starting it again", flush=True)
             shutil.rmtree(run_dir)
     print(f"{name}: {trials} trials, {concurrency} at once", flush=True)
+    for attempt in range(3):
+        try:
+            return _start(space_path, work, name, trials, concurrency, cpus_per_trial, **extra)
+        except Exception as error:  # Ray gives a new local node 30 s to come up: too short on a loaded machine
+            if "timed out during startup" not in str(error) or attempt == 2:
+                raise
+            print(f"{name}: Ray did not start in time ({error}); again", flush=True)
+            shutil.rmtree(run_dir, ignore_errors=True)
+    raise AssertionError("unreachable")
+
+
+def _start(space_path: Path, work: Path, name: str, trials: int, concurrency: int, cpus_per_trial: float, **extra) -> Path:
     return api.run(
         space_path, trials=trials, concurrency=concurrency, cpus_per_trial=cpus_per_trial, storage=str(work), name=name,
-        retrain=False, verbose=True,
+        retrain=False, verbose=True, **extra,
     ).dir
 
 
@@ -119,6 +149,8 @@ def collect(run_dirs: list[Path], values: dict[str, list], seeds: list[int], epo
                 continue
             row = index[tuple(record.config[n] for n in names)]
             column = seeds.index(int(record.config["seed"]))
+            if np.isfinite(arrays["val_acc"][row, column, -1]):
+                continue  # trained twice (a tail pass beside the grid search): the first record stands
             for metrics in record.metrics:
                 epoch = int(metrics["epoch"]) - 1
                 for key in arrays:
@@ -137,6 +169,14 @@ def main() -> None:
                         help="Ray CPUs per trial (each trains on one thread); 0.5: 4 trials on 2 cores, which a shared machine rewards")
     parser.add_argument("--second-seed-points", type=int, default=64, help="grid points trained with a second seed")
     parser.add_argument("--first-pass-points", type=int, default=0, help="0: the whole grid (fewer: a smoke test)")
+    parser.add_argument("--tail", type=int, default=0,
+                        help="train the last TAIL points of the grid's order in a run of their own (beside a running "
+                        "build, on a machine with idle cores); the build reads them with the rest")
+    parser.add_argument("--collect-only", action="store_true",
+                        help="train nothing: write the table from every pass under --work (after stopping a build whose "
+                        "grid search and tail passes cover the grid between them)")
+    parser.add_argument("--only-second-pass", action="store_true",
+                        help="run the second seed's pass alone and stop (beside a running build: it reads the result)")
     args = parser.parse_args()
 
     space_path, work = Path(args.space).resolve(), Path(args.work).resolve()
@@ -148,7 +188,21 @@ def main() -> None:
     first_seed = _training_seed(space.text)
     second_seed = first_seed + 1
     started, load = time.time(), LoadSampler()
-    with load:
+    if args.tail:
+        tail = work / f"space_seed{first_seed}_tail.py"
+        tail.write_text(points_space(space.text, grid[-args.tail:]))
+        run_pass(tail, work, f"seed{first_seed}-tail", args.tail, args.concurrency, args.cpus_per_trial, sampler="random")
+        return
+    if args.only_second_pass:
+        copy = work / f"space_seed{second_seed}.py"
+        copy.write_text(with_training_seed(space.text, second_seed))
+        run_pass(copy, work, f"seed{second_seed}", args.second_seed_points, args.concurrency, args.cpus_per_trial)
+        return
+    if args.collect_only:
+        run_dirs = [work / f"seed{first_seed}", work / f"seed{first_seed}-tail", work / f"seed{second_seed}"]
+        run_dirs = [d for d in run_dirs if (d / "settings.json").is_file()]
+    else:
+        load.__enter__()
         run_dirs = [run_pass(space_path, work, f"seed{first_seed}", args.first_pass_points or len(grid), args.concurrency,
                              args.cpus_per_trial)]
         if args.second_seed_points:
@@ -156,7 +210,10 @@ def main() -> None:
             copy.write_text(with_training_seed(space.text, second_seed))
             run_dirs.append(run_pass(copy, work, f"seed{second_seed}", args.second_seed_points, args.concurrency,
                                      args.cpus_per_trial))
-    seeds = [first_seed, second_seed][: len(run_dirs)]
+        if (work / f"seed{first_seed}-tail" / "settings.json").is_file():
+            run_dirs.append(work / f"seed{first_seed}-tail")
+        load.__exit__()
+    seeds = [first_seed, second_seed]
     points, arrays, params = collect(run_dirs, values, seeds, settings.max_epochs)
     trained = np.isfinite(arrays["val_acc"][:, :, -1])
     metadata = {

@@ -64,7 +64,7 @@ BENCHMARKS = {
     "nb201_imagenet16": ("spaces/replay_nb201_imagenet16.py", 200, 10, 1e-4),
     "curves": ("spaces/replay_curves.py", 200, 20, 0.05),  # CPU seconds per epoch (under load): ~0.02-0.1 s
 }
-DEFAULT_METHOD = "engine:tpe+asha"
+DEFAULT_METHOD = "engine:tpe+asha"  # the engine's defaults; on a benchmark without epochs its space's FIFO
 REFERENCE = "random"
 # Samplers that optimise one objective (nsga2 is for --objectives); schedulers a table can replay.
 NOT_REPLAYABLE_SCHEDULERS = {"pbt": "mutates hyperparameters mid-training: the table has no curve for that"}
@@ -87,6 +87,11 @@ def _table_name(benchmark: str) -> str:
     space = load_space(ROOT / BENCHMARKS[benchmark][0])
     trial = optuna.create_study().ask()
     return space.space(trial)["table"]
+
+
+def default_method(benchmark: str) -> str:
+    """The engine's defaults (TPE, ASHA); on a benchmark without epochs, its space file's FIFO."""
+    return DEFAULT_METHOD if has_epochs(benchmark) else DEFAULT_METHOD.replace("+asha", "+fifo")
 
 
 def _table_exists(benchmark: str) -> bool:
@@ -319,16 +324,28 @@ def regret_at_epochs(cell: dict, budget: int) -> float:
     return cell["regret"][min(budget, len(cell["regret"])) - 1]
 
 
-def needed(cell: dict, target: float, unit: str) -> float:
-    """The least budget (trials ended, epochs, seconds) at which the pick's regret was <= ``target``; inf if never."""
-    regret = np.asarray(cell["regret"])
+def regret_at_seconds(cell: dict, seconds: float) -> float:
+    """Regret of the pick ``seconds`` after the first trial started; inf before the first report."""
+    index = int(np.searchsorted(cell["seconds"], seconds, side="right")) - 1
+    return float("inf") if index < 0 else cell["regret"][index]
+
+
+def needed(cells: list[dict], target: float, unit: str) -> float:
+    """The least budget (trials ended, epochs, seconds) at which the median over seeds of the
+    pick's regret was <= ``target``; inf if never within the budget run."""
     if unit == "trials":
-        ended = int(np.sum(cell["ended"]))
-        return next((k for k in range(1, ended + 1) if regret_at_trials(cell, k) <= target + 1e-9), float("inf"))
-    hits = np.flatnonzero(regret <= target + 1e-9)
-    if not len(hits):
-        return float("inf")
-    return int(hits[0]) + 1 if unit == "epochs" else cell["seconds"][int(hits[0])]
+        at, budgets = regret_at_trials, range(1, max(int(np.sum(c["ended"])) for c in cells) + 1)
+    elif unit == "epochs":
+        at, budgets = regret_at_epochs, range(1, max(len(c["regret"]) for c in cells) + 1)
+    else:
+        at, budgets = regret_at_seconds, np.linspace(0, max(c["seconds"][-1] for c in cells), 1000)
+    return next((b for b in budgets if np.median([at(c, b) for c in cells]) <= target + 1e-9), float("inf"))
+
+
+def _ratio(numerator: float, denominator: float) -> str:
+    if not (np.isfinite(numerator) and np.isfinite(denominator)) or denominator == 0:
+        return "  -  "
+    return f"{numerator / denominator:.2f}"
 
 
 def _iqr(values) -> str:
@@ -352,10 +369,10 @@ def report(results: list[dict], out=print, plots: Path = PLOTS) -> None:
         trials = max(r["budget"] for v in cells.values() for r in v)
         epochs_table = open_table(_table_name(benchmark)).epochs
         out(f"\n== {benchmark}: regret in percentage points of val_acc (median [IQR] over seeds), budget {trials} trials ==")
-        trial_budgets = [b for b in (10, 25, 50, 100, 150, 200, 400) if b <= trials]
+        trial_budgets = sorted({b for b in (10, 25, 50, 100, 150) if b < trials} | {trials})
         reference = [r for (b, w, m), v in cells.items() if m == REFERENCE for r in v]
         target = float(np.median([regret_at_trials(r, trials) for r in reference])) if reference else None
-        epoch_budgets = [b for b in (12, 60, 120, 300, 600, 1200, 2400) if b <= trials * epochs_table] if epochs_table > 1 else []
+        epoch_budgets = sorted({b for b in (60, 120, 300, 600, 1200) if b < trials * epochs_table} | {trials * epochs_table}) if epochs_table > 1 else []
         for workers in sorted({k[1] for k in cells}):
             out(f"-- {workers} worker(s) --")
             header = f"{'method':28} {'seeds':>5} {'unique':>6} " + " ".join(f"{'@' + str(b) + ' trials':>20}" for b in trial_budgets)
@@ -371,17 +388,16 @@ def report(results: list[dict], out=print, plots: Path = PLOTS) -> None:
                     if w == workers:
                         out(f"{method:28} {len(v):5d} {'':6} " + " ".join(f"{_iqr([regret_at_epochs(r, b) for r in v]):>20}" for b in epoch_budgets))
             if target is not None:
-                out(f"budget to reach random's median regret at {trials} trials ({target:.2f}): median over seeds, and the speed-up over random")
-                ref_trials = np.median([needed(r, target, "trials") for r in reference])
-                ref_epochs = np.median([needed(r, target, "epochs") for r in reference])
+                out(f"budget to reach random's median regret at {trials} trials ({target:.2f}) with the median over seeds, "
+                    "and the speed-up over random that follows")
+                ref_trials, ref_epochs = needed(reference, target, "trials"), needed(reference, target, "epochs")
                 for (_, w, method), v in sorted(cells.items(), key=lambda kv: kv[0][2]):
                     if w != workers:
                         continue
-                    t = float(np.median([needed(r, target, "trials") for r in v]))
-                    e = float(np.median([needed(r, target, "epochs") for r in v]))
-                    line = f"{method:28} trials {_budget(t):>6} (x{ref_trials / t:.2f})"
+                    t, e = needed(v, target, "trials"), needed(v, target, "epochs")
+                    line = f"{method:28} trials {_budget(t):>6} (x{_ratio(ref_trials, t)})"
                     if epochs_table > 1:
-                        line += f"   epochs {_budget(e):>6} (x{ref_epochs / e:.2f})"
+                        line += f"   epochs {_budget(e):>6} (x{_ratio(ref_epochs, e)})"
                     out(line)
         _scaling(cells, benchmark, out)
         _plot(cells, benchmark, trials, plots)
@@ -389,21 +405,20 @@ def report(results: list[dict], out=print, plots: Path = PLOTS) -> None:
 
 def _scaling(cells: dict, benchmark: str, out) -> None:
     """At W workers vs 1: trials and seconds the default needs to reach its own 1-worker median at 100 trials."""
-    one = cells.get((benchmark, 1, DEFAULT_METHOD))
+    default = default_method(benchmark)
+    one = cells.get((benchmark, 1, default))
     if not one:
         return
     budget = min(100, min(r["budget"] for r in one))
     target = float(np.median([regret_at_trials(r, budget) for r in one]))
-    base_trials = np.median([needed(r, target, "trials") for r in one])
-    base_seconds = np.median([needed(r, target, "seconds") for r in one])
-    out(f"{DEFAULT_METHOD} at W workers, to reach its 1-worker median regret at {budget} trials ({target:.2f}):")
+    base_trials, base_seconds = needed(one, target, "trials"), needed(one, target, "seconds")
+    out(f"{default} at W workers, to reach its 1-worker median regret at {budget} trials ({target:.2f}):")
     for (_, workers, method), v in sorted(cells.items()):
-        if method != DEFAULT_METHOD:
+        if method != default:
             continue
-        t = float(np.median([needed(r, target, "trials") for r in v]))
-        s = float(np.median([needed(r, target, "seconds") for r in v]))
-        out(f"  {workers:3d} workers: trials {_budget(t):>6} ({t / base_trials:.2f}x the 1-worker trials), "
-            f"seconds {s:8.1f} ({base_seconds / s:.2f}x sooner than 1 worker)")
+        t, seconds = needed(v, target, "trials"), needed(v, target, "seconds")
+        out(f"  {workers:3d} workers: trials {_budget(t):>6} ({_ratio(t, base_trials)}x the 1-worker trials), "
+            f"seconds {_budget(round(seconds, 1)):>7} ({_ratio(base_seconds, seconds)}x sooner than 1 worker)")
 
 
 def _plot(cells: dict, benchmark: str, trials: int, plots: Path) -> None:
@@ -421,7 +436,7 @@ def _plot(cells: dict, benchmark: str, trials: int, plots: Path) -> None:
                 continue
             median = [np.median([regret_at_trials(r, b) for r in v]) for b in budgets]
             style = "-" if method.startswith("engine") else "--"
-            width = 2.5 if method in (DEFAULT_METHOD, REFERENCE) else 1.0
+            width = 2.5 if method in (default_method(benchmark), REFERENCE) else 1.0
             axis.plot(budgets, np.maximum(median, 1e-3), style, linewidth=width, label=method)
         axis.set_xscale("log")
         axis.set_yscale("log")
