@@ -43,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import start_ray_retrying
 from analysis.records import read_trials, unfinished_budget
 from search import api
 from search.samplers import grid_points
@@ -115,15 +116,8 @@ def run_pass(space_path: Path, work: Path, name: str, trials: int, concurrency: 
             print(f"{name}: {error}; starting it again", flush=True)
             shutil.rmtree(run_dir)
     print(f"{name}: {trials} trials, {concurrency} at once", flush=True)
-    for attempt in range(3):
-        try:
-            return _start(space_path, work, name, trials, concurrency, cpus_per_trial, **extra)
-        except Exception as error:  # Ray gives a new local node 30 s to come up: too short on a loaded machine
-            if "timed out during startup" not in str(error) or attempt == 2:
-                raise
-            print(f"{name}: Ray did not start in time ({error}); again", flush=True)
-            shutil.rmtree(run_dir, ignore_errors=True)
-    raise AssertionError("unreachable")
+    return start_ray_retrying(lambda: _start(space_path, work, name, trials, concurrency, cpus_per_trial, **extra),
+                              out=lambda line: print(f"{name}: {line}", flush=True))
 
 
 def _start(space_path: Path, work: Path, name: str, trials: int, concurrency: int, cpus_per_trial: float, **extra) -> Path:
@@ -147,7 +141,9 @@ def collect(run_dirs: list[Path], values: dict[str, list], seeds: list[int], epo
         for record in read_trials(run_dir):
             if record.status.get("status") != "completed":
                 continue
-            row = index[tuple(record.config[n] for n in names)]
+            row = index.get(tuple(record.config[n] for n in names))
+            if row is None:
+                continue  # outside the grid asked for (a table of part of a grid)
             column = seeds.index(int(record.config["seed"]))
             if np.isfinite(arrays["val_acc"][row, column, -1]):
                 continue  # trained twice (a tail pass beside the grid search): the first record stands

@@ -537,7 +537,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # no result files: we read our own
         joined = ray.is_initialized()  # a session of the caller's (the tests'): joined, left running
         if not joined:
-            start_local(num_cpus=max(workers), logging_level="warning", log_to_driver=False)
+            # One CPU more than the most trials at once: with exactly as many, a trial whose actor Ray
+            # could not reuse ("reset_config") waited for a CPU the old actor still held (seen with ASHA).
+            start_ray_retrying(lambda: start_local(num_cpus=max(workers) + 1, logging_level="warning", log_to_driver=False))
         results_path.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="search-quality-"))
         started, loads = time.perf_counter(), []
