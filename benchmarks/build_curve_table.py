@@ -171,6 +171,7 @@ def main() -> None:
     parser.add_argument("--collect-only", action="store_true",
                         help="train nothing: write the table from every pass under --work (after stopping a build whose "
                         "grid search and tail passes cover the grid between them)")
+    parser.add_argument("--load-note", default="", help="with --collect-only: the load seen while the passes ran, for the metadata")
     parser.add_argument("--only-second-pass", action="store_true",
                         help="run the second seed's pass alone and stop (beside a running build: it reads the result)")
     args = parser.parse_args()
@@ -224,7 +225,7 @@ def main() -> None:
         "concurrency": args.concurrency,
         "cpus_per_trial": args.cpus_per_trial,
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "build_wall_s": round(time.time() - started, 1),  # this invocation (a resumed build: its last part)
+        "build_wall_s": round(time.time() - started, 1) if not args.collect_only else _span(run_dirs),  # this invocation (a resumed build: its last part)
         "machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, no GPU",
         "load_average_1min": {
             "min": min(load.samples, default=None),
@@ -232,6 +233,7 @@ def main() -> None:
             "max": max(load.samples, default=None),
             "samples": len(load.samples),
         },
+        "load_note": args.load_note,
         "timing_note": "epoch_time_s measured under the load above (a shared machine): relative costs, not idle speeds",
     }
     out = Path(args.out)
@@ -242,6 +244,17 @@ def main() -> None:
     print(f"wrote {out}: {points.shape[0]} configurations x {len(seeds)} seed(s) x {settings.max_epochs} epochs, "
           f"trained per seed {metadata['trained_per_seed']}, {out.stat().st_size / 1e6:.2f} MB, "
           f"build {metadata['build_wall_s']:.0f} s, load {metadata['load_average_1min']}")
+
+
+def _span(run_dirs: list[Path]) -> float:
+    """Seconds from the first trial's start to the last epoch's report, over every pass."""
+    starts, ends = [], []
+    for run_dir in run_dirs:
+        for record in read_trials(run_dir):
+            if record.metrics:
+                starts.append(datetime.fromisoformat(record.status["started_at"]).timestamp())
+                ends.append(record.metrics[-1]["recorded_at"])
+    return round(max(ends) - min(starts), 1)
 
 
 def _training_seed(text: str) -> int:
