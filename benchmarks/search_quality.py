@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
 
+from benchmarks._common import start_ray_retrying
 from search.samplers import SAMPLERS
 from search.schedulers import SCHEDULERS
 from trainables.replay import open_table, replay
@@ -531,8 +532,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         from search.ray_session import start_local
 
         # As the engine's connect() sets them; it then joins this session (ray.is_initialized).
+        # TUNE_FUNCTION_THREAD_TIMEOUT_S: Ray reuses a trial's actor for the next trial only if the
+        # last one's thread ends within this (default 2 s); on a loaded machine it often did not, and
+        # the next trial then waited for minutes (Ray 2.60, seen with the curves at 1 worker).
         for key, value in {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
-                           "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0"}.items():
+                           "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+                           "TUNE_FUNCTION_THREAD_TIMEOUT_S": "30"}.items():
             os.environ.setdefault(key, value)
         logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)  # no result files: we read our own
         joined = ray.is_initialized()  # a session of the caller's (the tests'): joined, left running
