@@ -19,25 +19,18 @@ from typing import Any
 
 import numpy as np
 
+from analysis.evaluate import classification_metrics
 from analysis.records import read_json, write_json
+from trainables.metrics import log_loss
+from trainables.models import uses_pretrained_backbone
 
-__all__ = ["BASELINE_FILE", "fit_baseline", "uses_pretrained_backbone"]
+__all__ = ["BASELINE_FILE", "fit_baseline"]
 
 BASELINE_FILE = "baseline.json"
 
 
-def uses_pretrained_backbone(config: dict[str, Any]) -> bool:
-    """Whether a trial's model starts from pretrained weights (a timm backbone, weights not "none")."""
-    from trainables.models import SCRATCH_MODEL
-
-    return config.get("model") != SCRATCH_MODEL and str(config.get("weights", "none")) != "none"
-
-
 def fit_baseline(root: Path, data, winner_config: dict[str, Any], threads: int = 1, force: bool = False) -> dict[str, Any]:
     """Fit and test the baseline for the winner ``winner_config``; its metrics (stored in ``root``)."""
-    from analysis.retrain import classification_metrics
-    from trainables.features import log_loss
-
     pretrained = uses_pretrained_backbone(winner_config)
     what = (
         f"logistic regression on frozen {winner_config['model']} features"
@@ -52,7 +45,7 @@ def fit_baseline(root: Path, data, winner_config: dict[str, Any], threads: int =
             return stored
     began = time.perf_counter()
     if pretrained:
-        from trainables.features import fit_feature_classifier
+        from trainables.features import fit_feature_classifier  # imports torch and timm: only for a probe
 
         config = {
             "model": winner_config["model"],

@@ -19,7 +19,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from analysis.records import RunDir, TrialRecord, read_trials, write_text
+from analysis.records import RunDir, TrialRecord, TrialStatus, read_trials, write_text
+from search.config.settings import OBJECTIVE_MODES, parse_objectives
 
 __all__ = [
     "FIXED_COLUMNS",
@@ -87,7 +88,6 @@ def build_leaderboard(run_dir: Path, sort_by: str | None = None, status: str | N
 
 def objectives_of(settings: dict) -> dict[str, str]:
     """A run's extra objectives with their modes, from its settings.json ({} for one objective)."""
-    from search.settings import OBJECTIVE_MODES, parse_objectives
 
     return {name: OBJECTIVE_MODES[name] for name in parse_objectives(settings.get("objectives", ""))}
 
@@ -127,7 +127,7 @@ def _mark_pareto(table: pd.DataFrame, modes: dict[str, str]) -> None:
     names = list(modes)
     values = table[names].apply(pd.to_numeric, errors="coerce")
     ok = values.notna().all(axis=1) & values.map(math.isfinite).all(axis=1)
-    ok &= ~table["status"].str.match(r"^(diverged|error|infeasible)")
+    ok &= table["status"].map(lambda text: TrialStatus.of(text).is_comparable()).astype(bool)
     ranks = pareto_ranks(values[ok].to_numpy().tolist(), [modes[n] for n in names])
     table["pareto_rank"] = pd.Series(ranks, index=table.index[ok], dtype="Int64").reindex(table.index)
     table["pareto"] = (table["pareto_rank"] == 1).fillna(False).astype(bool)
@@ -157,7 +157,7 @@ def _row(record: TrialRecord, metric: str, mode: str, objectives: dict[str, str]
     best = best_epoch(record, metric, mode)
     row = {
         "trial_id": record.trial_id,
-        "status": record.status.get("status", "running" if record.metrics else "pending"),
+        "status": record.status.get("status", (TrialStatus.RUNNING if record.metrics else TrialStatus.PENDING).value),
         "val_acc": best.get("val_acc") if best else None,
         "val_loss": best.get("val_loss") if best else None,
         "val_balanced_acc": best.get("val_balanced_acc") if best else None,

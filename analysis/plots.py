@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.leaderboard import build_leaderboard, pareto_ranks
 from analysis.records import RunDir, read_trials
 
 __all__ = ["plot_confusion", "plot_importance", "plot_learning_curves", "plot_parameters", "plot_pareto"]
@@ -29,7 +30,6 @@ def _save(figure, path: Path) -> Path:
 
 def plot_learning_curves(run_dir: Path, path: Path, top: int = 5) -> Path:
     """The run's metric per epoch of every trial: the ``top`` trials of the leaderboard in colour, the rest grey."""
-    from analysis.leaderboard import build_leaderboard
 
     metric = RunDir(Path(run_dir)).settings().metric
     board = build_leaderboard(run_dir)
@@ -100,7 +100,6 @@ def plot_pareto(board: pd.DataFrame, metric: str, modes: dict[str, str], path: P
     objective spanning more than 30x is drawn on a log axis. ``modes`` gives the objectives' and
     the metric's directions.
     """
-    from analysis.leaderboard import pareto_ranks
 
     objectives = [name for name in modes if name != metric]
     compared = board[board["pareto_rank"].notna()]

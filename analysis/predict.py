@@ -6,7 +6,7 @@ The winner is the best retrained trial (``test_results.csv``); its probabilities
 the softmax outputs of its retrained seeds. A features winner (``trainables/features.py``) has no
 stored estimator (scikit-learn saves only through pickle, which this project never loads): it is
 refitted here on the run's train + validation images, deterministically, and checked against the
-probabilities the retrain stored. Each image is read as ``trainables.data.load_image``
+probabilities the retrain stored. Each image is read as ``trainables.images.load_image``
 reads ImageFolder images: RGB, shorter side resized to the run's image size, centre crop.
 """
 
@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from analysis.records import RunDir
+from trainables.images import UNREADABLE_IMAGE_ERRORS, load_image
+from trainables.split import check_unchanged
 
 __all__ = ["predict"]
 
@@ -27,14 +29,12 @@ def predict(run_dir: Path, images: list[str | Path], top: int = 5) -> list[list[
     Raises FileNotFoundError when the run has no retrained model or an image does not exist, and
     ValueError naming the file when an image cannot be read.
     """
-    from analysis.retrain import load_retrained, retrained_models
-    from trainables.data import UNREADABLE_IMAGE_ERRORS, load_image
+    from analysis.store import load_retrained, retrained_models  # imports pandas: not at this module's import
 
     run_dir = Path(run_dir)
     run = RunDir.open(run_dir)
     if not images:
         raise ValueError("no image given: pass one or more image files")
-    from trainables.data import check_unchanged
 
     image_size = run.settings().image_size
     # The winner was chosen on the run's split: refuse when its files changed since (DataChanged).

@@ -19,13 +19,15 @@
 
 Every file is written atomically (temporary file, then rename), so a crash leaves the previous
 version; a metrics line torn by a crash is skipped when read. ``RunDir`` is the typed view of one
-run directory that the engine, the analysis and the CLI share. Nothing here imports Ray, nor
-anything of search/ but its settings (``search.settings``, which imports nothing heavy).
+run directory that the engine, the analysis and the CLI share, and ``TrialStatus`` the one list of
+trial statuses. Nothing here imports Ray, nor anything of search/ but its settings
+(``search.config.settings``, which imports nothing heavy).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import os
 import tempfile
@@ -33,10 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search.config.settings import Settings, field_types
+from trainables.contract import INFEASIBLE
+
 __all__ = [
     "LINEAGE",
     "RunDir",
     "TrialRecord",
+    "TrialStatus",
     "append_metrics",
     "read_json",
     "read_trial",
@@ -85,17 +91,15 @@ class RunDir:
     def settings_path(self) -> Path:
         return self.path / "settings.json"
 
-    def settings(self) -> Any:
-        """The run's resolved settings as ``search.settings.Settings`` (recorded fields a newer or
-        older version does not know are left out; missing ones take their defaults)."""
-        from search.settings import Settings, field_types
-
+    def settings(self) -> Settings:
+        """The run's resolved settings (recorded fields a newer or older version does not know are
+        left out; missing ones take their defaults). The one reader of settings.json."""
         types = field_types()
         return Settings(**{k: v for k, v in read_json(self.settings_path).items() if k in types})
 
-    def write_settings(self, settings: Any) -> None:
-        """Record ``settings`` (a ``Settings``), with the mode its metric implies."""
-        write_json(self.settings_path, settings.to_dict() | {"mode": settings.mode})
+    def write_settings(self, settings: Settings) -> None:
+        """Record ``settings``, with the mode its metric implies."""
+        write_json(self.settings_path, settings.as_record())
 
     def split(self) -> dict[str, Any]:
         """split.json: data set, image size, seed, classes, and the train/val/test indices."""
@@ -182,15 +186,46 @@ def _read_trial(directory: Path) -> TrialRecord | None:
     )
 
 
-# Statuses of trials that will not train again (search/recorder.py writes them).
-ENDED_STATUSES = ("completed", "stopped early", "diverged", "error", "infeasible")
+class TrialStatus(enum.Enum):
+    """A trial's status, as its status.json says it (search/recorder.py writes it; the leaderboard
+    shows it). The text may go on after the value ("stopped early at epoch 2"): ``of`` reads it.
+    Like Optuna's ``TrialState``: the one place that says which statuses end a trial."""
+
+    PENDING = "pending"  # no epoch reported yet
+    RUNNING = "running"
+    COMPLETED = "completed"  # trained to its max_epochs
+    STOPPED = "stopped early"  # by the scheduler (ASHA, PBT's end): "stopped early at epoch N"
+    DIVERGED = "diverged"  # its loss stopped being finite: "diverged at epoch N"
+    ERROR = "error"
+    INFEASIBLE = INFEASIBLE  # out of memory even at the smallest micro-batch
+
+    @classmethod
+    def of(cls, text: str) -> "TrialStatus":
+        """The status a status text starts with; an empty or unknown text is PENDING."""
+        return next((status for status in cls if text.startswith(status.value)), cls.PENDING)
+
+    def at_epoch(self, epoch: int) -> str:
+        """The status text of a trial that ended at ``epoch`` (STOPPED, DIVERGED)."""
+        return f"{self.value} at epoch {epoch}"
+
+    def is_ended(self) -> bool:
+        """The trial will not train again (the budget counts it as done)."""
+        return self not in (TrialStatus.PENDING, TrialStatus.RUNNING)
+
+    def is_failed(self) -> bool:
+        """It ended without a result to trust: an error, or a configuration that does not fit."""
+        return self in (TrialStatus.ERROR, TrialStatus.INFEASIBLE)
+
+    def is_comparable(self) -> bool:
+        """Its scores can stand against other trials' (not diverged, not failed)."""
+        return self is not TrialStatus.DIVERGED and not self.is_failed()
 
 
 def unfinished_budget(run_dir: Path) -> int:
     """How many of the run's budgeted trials have not ended: 0 for a finished search; more after
     Ctrl-C, a killed driver or a lost cluster (``python -m search resume`` finishes them)."""
     budget = RunDir(Path(run_dir)).settings().trials
-    ended = sum(1 for r in read_trials(run_dir) if r.status.get("status", "").startswith(ENDED_STATUSES))
+    ended = sum(1 for r in read_trials(run_dir) if TrialStatus.of(r.status.get("status", "")).is_ended())
     return max(0, budget - ended)
 
 

@@ -17,20 +17,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.leaderboard import objectives_of, write_leaderboard
+from analysis.plots import plot_importance, plot_learning_curves, plot_parameters, plot_pareto
 from analysis.records import RunDir, write_text
+from analysis.study import export_study, frozen_trials, write_importance
 
 __all__ = ["markdown_table", "write_report"]
 
 
 def write_report(run_dir: Path, storage: str | None = None, top: int = 10) -> Path:
     """Write the analysis files and ``RUN_DIR/report.md``; return the report's path."""
-    from analysis.leaderboard import objectives_of, write_leaderboard
-    from analysis.plots import plot_importance, plot_learning_curves, plot_parameters, plot_pareto
-    from analysis.study import export_study, frozen_trials, write_importance
 
     run_dir = Path(run_dir)
     recorded = RunDir.open(run_dir).settings()
-    settings = recorded.to_dict() | {"mode": recorded.mode}
+    settings = recorded.as_record()
     metric = settings["metric"]
     board, _ = write_leaderboard(run_dir)
     importance, _ = write_importance(run_dir)
@@ -96,8 +96,6 @@ def write_report(run_dir: Path, storage: str | None = None, top: int = 10) -> Pa
 
 
 def _pareto_section(run_dir: Path, board: pd.DataFrame, metric: str, objectives: dict[str, str]) -> list[str]:
-    from analysis.study import write_importance
-
     front = board[board["pareto"]]
     columns = ["rank", "trial_id", "status", metric, *objectives, "best_epoch"]
     columns += [c for c in board.columns[board.columns.get_loc("error") + 1 :]]  # the parameters

@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from analysis.records import RunDir, read_json, trial_dir
+from trainables import get_trainable
+from trainables.data import load_dataset
+from trainables.split import Split, check_unchanged, trial_data
 
 __all__ = ["load_run_images", "load_trial_data", "rerun_trial"]
 
@@ -21,11 +24,10 @@ __all__ = ["load_run_images", "load_trial_data", "rerun_trial"]
 def load_run_images(run_dir: Path):
     """The run's data set as it recorded it: (ImageSet, split.json's contents, data loading).
 
-    Refuses (``trainables.data.DataChanged``, a ValueError) a file-based set whose files were
+    Refuses (``trainables.split.DataChanged``, a ValueError) a file-based set whose files were
     added, removed or changed since the run split it. The images come from the data cache when it
     is still there (0 decoded), else are decoded again in this process.
     """
-    from trainables.data import check_unchanged, load_dataset
 
     run = RunDir(Path(run_dir))
     settings, split = run.settings().to_dict(), run.split()
@@ -50,7 +52,6 @@ def load_run_images(run_dir: Path):
 
 def load_trial_data(run_dir: Path):
     """The run's train and validation images, rebuilt from its settings and recorded split."""
-    from trainables.data import Split, trial_data
 
     images, split, loading = load_run_images(run_dir)
     indices = Split(*(np.asarray(split[part], dtype=np.int64) for part in ("train", "val", "test")))
@@ -59,7 +60,6 @@ def load_trial_data(run_dir: Path):
 
 def rerun_trial(run_dir: Path, trial_id: str, epochs: int | None = None) -> list[dict]:
     """Train trial ``trial_id`` again from its recorded config; return its per-epoch reports."""
-    from trainables import get_trainable
 
     recorded = read_json(trial_dir(Path(run_dir), trial_id) / "config.json")
     config = dict(recorded["config"])

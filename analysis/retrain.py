@@ -38,145 +38,44 @@ averaged and all k x S models averaged. What it writes::
       test_probabilities.npy               (test images, classes) softmax; test_probabilities_tta.npy with flip TTA
       metrics.json, per_class.csv, confusion.csv, events.out.tfevents.*   this model's test results
 
+The jobs beside this orchestration: final_data.py (the data, the only reader of the test split),
+evaluate.py (the test metrics, flip TTA), store.py (the stored models), ensemble.py, baseline.py.
+
 A second call reuses every model already evaluated (the test split is read once per model), unless
 ``force`` is set; a model stored without the flip-TTA evaluation that is now asked for is retrained.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
-from analysis.records import RunDir, read_json, read_trials, trial_dir, write_json, write_text
-from trainables import TRAINABLES, Trainable
+from analysis.baseline import fit_baseline
+from analysis.ensemble import ensemble_table, format_ensemble
+from analysis.evaluate import confusion_table, mean_std, probability_metrics, tta_probabilities
+from analysis.final_data import FinalData, load_final_data
+from analysis.leaderboard import build_leaderboard
+from analysis.plots import plot_confusion
+from analysis.records import RunDir, TrialStatus, read_json, read_trials, trial_dir, write_json, write_text
+from analysis.store import TTA_METRICS, stored_metrics
+from trainables import DEFAULT_TRAINABLE, TRAINABLES, Trainable
 
-__all__ = [
-    "FinalData",
-    "classification_metrics",
-    "confusion_matrix",
-    "ensemble_table",
-    "flip_horizontal",
-    "format_ensemble",
-    "format_test_summary",
-    "load_classifier",
-    "load_final_data",
-    "load_retrained",
-    "mean_std",
-    "retrain",
-    "retrained_models",
-    "tta_probabilities",
-]
+__all__ = ["format_test_summary", "pbt_schedule", "retrain"]
 
 # The test metrics of one model that test_results.csv summarises as mean and std over seeds.
 SUMMARY_METRICS = ("test_acc", "test_loss", "test_balanced_acc", "test_macro_f1")
-# The same with flip TTA; NaN when the retrain ran without it.
-TTA_METRICS = ("test_acc_tta", "test_loss_tta", "test_balanced_acc_tta")
 # Columns of retrain/models.csv: one row per retrained model.
 MODEL_COLUMNS = (
     "trial_id", "rank", "seed", "epochs", *SUMMARY_METRICS, *TTA_METRICS, "test_examples", "train_examples", "retrain_time_s",
 )  # fmt: skip
 # The classic baseline's columns of test_results.csv (the same on every row: one per run).
 BASELINE_COLUMNS = ("baseline", "baseline_test_acc", "baseline_test_balanced_acc")
-
-
-@dataclass(frozen=True)
-class FinalData:
-    """Train + validation for the final models, and the test split they are evaluated on once."""
-
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    classes: tuple[str, ...]
-    train_indices: np.ndarray  # into the data set: the run's train and validation indices
-    test_indices: np.ndarray
-
-
-def load_final_data(run_dir: Path) -> FinalData:
-    """The run's data set, split as recorded in ``split.json``: train + validation, and test.
-
-    The only reader of the test split (trials get ``analysis.rerun.load_trial_data``, which has none,
-    and ``predict`` gets ``_load_final_data(run_dir, with_test=False)``).
-    """
-    return _load_final_data(run_dir, with_test=True)
-
-
-def _load_final_data(run_dir: Path, with_test: bool) -> FinalData:
-    from analysis.rerun import load_run_images
-
-    images, split, _ = load_run_images(run_dir)  # refuses files changed since the split
-    train = np.union1d(np.asarray(split["train"], dtype=np.int64), np.asarray(split["val"], dtype=np.int64))
-    test = np.asarray(split["test"] if with_test else [], dtype=np.int64)
-    overlap = np.intersect1d(train, test)
-    if len(overlap):
-        raise ValueError(f"{Path(run_dir) / 'split.json'}: {len(overlap)} test indices are also train/val, e.g. {overlap[:5].tolist()}")
-    return FinalData(
-        train_images=images.images[train],
-        train_labels=images.labels[train],
-        test_images=images.images[test],
-        test_labels=images.labels[test],
-        classes=images.classes,
-        train_indices=train,
-        test_indices=test,
-    )
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """Counts, rows true class, columns predicted class (scikit-learn's, over every class)."""
-    from sklearn.metrics import confusion_matrix as sklearn_confusion
-
-    return sklearn_confusion(np.asarray(labels), np.asarray(predictions), labels=np.arange(num_classes))
-
-
-def classification_metrics(
-    labels: np.ndarray, predictions: np.ndarray, classes: tuple[str, ...]
-) -> tuple[dict[str, float], pd.DataFrame]:
-    """Accuracy, balanced accuracy and macro F1, and per-class precision, recall, F1 and support.
-
-    scikit-learn's metrics: a class never predicted has precision 0, a class absent from the
-    labels recall 0 (``zero_division=0``); balanced accuracy and macro F1 average over the classes
-    present in ``labels``.
-    """
-    import warnings
-
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, precision_recall_fscore_support
-
-    labels, predictions = np.asarray(labels, dtype=np.int64), np.asarray(predictions, dtype=np.int64)
-    everyone = np.arange(len(classes))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predictions, labels=everyone, zero_division=0
-    )
-    per_class = pd.DataFrame(
-        {"class": list(classes), "precision": precision, "recall": recall, "f1": f1, "support": support.astype(int)}
-    )
-    present = np.unique(labels)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "y_pred contains classes not in y_true": recall over present ones
-        balanced = float(balanced_accuracy_score(labels, predictions)) if len(labels) else 0.0
-    summary = {
-        "test_acc": float(accuracy_score(labels, predictions)) if len(labels) else 0.0,
-        "test_balanced_acc": balanced,
-        "test_macro_f1": float(f1_score(labels, predictions, labels=present, average="macro", zero_division=0))
-        if len(present)
-        else 0.0,
-    }
-    return summary, per_class
-
-
-def mean_std(values) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1); the deviation of a single value is 0."""
-    values = np.asarray(list(values), dtype=np.float64)
-    if len(values) == 0:
-        return math.nan, math.nan
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def retrain(
@@ -194,8 +93,6 @@ def retrain(
     ``tta``: also evaluate each model with flip TTA (columns ``*_tta``). ``ensemble``: also write
     ``ensemble.csv``, the top-k trials' models averaged against the single best (``top_k >= 2``).
     """
-    from analysis.leaderboard import build_leaderboard
-
     run_dir = Path(run_dir)
     run = RunDir.open(run_dir)
     if top_k < 1:
@@ -205,9 +102,9 @@ def retrain(
     if ensemble and top_k < 2:
         raise ValueError(f"`ensemble` averages the top-k trials' models, so `top_k` must be >= 2, but it is {top_k} (e.g. --top-k 3 --ensemble).")
     recorded = run.settings()
-    settings = recorded.to_dict() | {"mode": recorded.mode}
+    settings = recorded.as_record()
     board = build_leaderboard(run_dir)
-    ranked = board[board["rank"].notna() & (board["status"] != "error")]
+    ranked = board[board["rank"].notna() & ~board["status"].map(lambda text: TrialStatus.of(text).is_failed())]
     records = read_trials(run_dir)
     if len(ranked) < top_k:
         raise ValueError(
@@ -218,7 +115,7 @@ def retrain(
     chosen = []
     for _, entry in ranked.head(top_k).iterrows():
         recorded = read_json(trial_dir(run_dir, str(entry["trial_id"])) / "config.json")
-        trainable = recorded.get("trainable", "classifier")
+        trainable = recorded.get("trainable", DEFAULT_TRAINABLE)
         if trainable not in TRAINABLES:  # a custom "package.module:function" trainable has no refit
             raise ValueError(
                 f"trial {entry['trial_id']} ran trainable {trainable!r}; retrain knows how to refit {sorted(TRAINABLES)} only"
@@ -239,7 +136,7 @@ def retrain(
             config = started_as | {"threads": threads}
             config["seed"] = int(config.get("seed", 0)) + k
             directory = root / f"{trial_id}-seed{config['seed']}"
-            stored = _stored(directory, trainable, config, epochs, tta)
+            stored = stored_metrics(directory, trainable, config, epochs, tta)
             if stored is not None and not force:
                 rows.append(stored)
                 reused += 1
@@ -258,8 +155,6 @@ def retrain(
     write_text(root / "models.csv", models.to_csv(index=False))
     table = _summarize(models, board)
     # A classic baseline on the same split, shown beside the winner (analysis/baseline.py).
-    from analysis.baseline import fit_baseline
-
     if data is None:
         data = load_final_data(run_dir)
     baseline = fit_baseline(root, data, chosen[0][1]["config"], threads=threads, force=force)
@@ -272,7 +167,7 @@ def retrain(
         f"in {time.monotonic() - started:.1f} s; test results: {run_dir / 'test_results.csv'}"
     )
     if (run_dir / "mlflow.json").is_file():  # the search was tracked in MLflow: so is its winner
-        from analysis.tracking import log_retrain
+        from analysis.tracking import log_retrain  # imports MLflow: only for a tracked run
 
         try:
             logged = log_retrain(run_dir, table, models)
@@ -280,55 +175,13 @@ def retrain(
         except Exception as error:  # noqa: BLE001 (tracking never loses the test results written above)
             out(f"retrain: MLflow logging failed ({type(error).__name__}: {error}); the results above are written")
     if ensemble:
-        labels = (data or load_final_data(run_dir)).test_labels
+        labels = data.test_labels  # loaded above for the baseline
         members = [[root / f"{trial_id}-seed{seed}" for seed in group["seed"]] for trial_id, group in models.groupby("trial_id", sort=False)]
         compared = ensemble_table(members, labels, tta=tta)
         write_text(run_dir / "ensemble.csv", compared.to_csv(index=False))
         out(format_ensemble(compared))
         out(f"ensemble: {run_dir / 'ensemble.csv'}")
     return table
-
-
-def flip_horizontal(images: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) images mirrored left to right."""
-    return np.ascontiguousarray(np.asarray(images)[..., ::-1])
-
-
-def tta_probabilities(
-    probabilities: Callable[[np.ndarray], np.ndarray], images: np.ndarray, plain: np.ndarray | None = None
-) -> np.ndarray:
-    """Flip TTA: the mean of the class probabilities of each image and of its mirror image.
-
-    ``plain``: ``probabilities(images)`` when the caller has it already (not computed twice)."""
-    plain = probabilities(images) if plain is None else plain
-    return (plain + probabilities(flip_horizontal(images))) / 2.0
-
-
-def _stored(directory: Path, trainable: Trainable, config: dict, epochs: int, tta: bool) -> dict | None:
-    needed = ["model.json", "metrics.json", "test_probabilities.npy", *trainable.stored_files]
-    needed += ["test_probabilities_tta.npy"] if tta else []
-    if not all((directory / name).is_file() for name in needed):
-        return None
-    built = read_json(directory / "model.json")
-    if built["epochs"] != epochs or built.get("trainable", "classifier") != trainable.name or {
-        k: v for k, v in built["config"].items() if k != "threads"
-    } != {k: v for k, v in config.items() if k != "threads"}:
-        return None
-    metrics = read_json(directory / "metrics.json")
-    if not tta:  # evaluated with TTA before, not asked for now: leave it out of this summary
-        metrics = {key: value for key, value in metrics.items() if key not in TTA_METRICS}
-    return metrics
-
-
-def _test_metrics(probabilities: np.ndarray, labels: np.ndarray, classes) -> tuple[dict, np.ndarray, pd.DataFrame]:
-    """Accuracy, loss, balanced accuracy and macro F1 of class probabilities; confusion; per class."""
-    from trainables.features import log_loss
-
-    test_loss = log_loss(probabilities, labels)
-    predictions = probabilities.argmax(1)
-    confusion = confusion_matrix(labels, predictions, len(classes))
-    summary, per_class = classification_metrics(labels, predictions, classes)
-    return summary | {"test_loss": test_loss}, confusion, per_class
 
 
 def pbt_schedule(recorded: dict, lineage: dict) -> tuple[dict, list[tuple[int, dict]]]:
@@ -346,9 +199,7 @@ def _train_and_test(
     directory: Path, trial_id: str, rank: int, trainable: Trainable, config: dict, epochs: int, data: FinalData, settings: dict, tta: bool, lrs: list[float],
     replay: list[tuple[int, dict]] = (),
 ) -> dict:
-    from torch.utils.tensorboard import SummaryWriter
-
-    from analysis.plots import plot_confusion
+    from torch.utils.tensorboard import SummaryWriter  # imports torch: only when a model is trained
 
     if directory.exists():
         shutil.rmtree(directory)  # --force, or a model from another config: start clean
@@ -384,7 +235,7 @@ def _train_and_test(
     # The one evaluation on the test split (with flip TTA: the same images, mirrored, as well).
     probabilities = model.probabilities(data.test_images)
     np.save(directory / "test_probabilities.npy", probabilities, allow_pickle=False)
-    summary, confusion, per_class = _test_metrics(probabilities, data.test_labels, data.classes)
+    summary, confusion, per_class = probability_metrics(probabilities, data.test_labels, data.classes)
     metrics = {
         "trial_id": trial_id,
         "rank": rank,
@@ -398,15 +249,15 @@ def _train_and_test(
     if tta:
         flipped = tta_probabilities(model.probabilities, data.test_images, plain=probabilities)
         np.save(directory / "test_probabilities_tta.npy", flipped, allow_pickle=False)
-        with_tta, _, _ = _test_metrics(flipped, data.test_labels, data.classes)
+        with_tta, _, _ = probability_metrics(flipped, data.test_labels, data.classes)
         metrics |= {f"{key}_tta": with_tta[key] for key in ("test_acc", "test_loss", "test_balanced_acc")}
     write_text(directory / "per_class.csv", per_class.to_csv(index=False))
-    write_text(directory / "confusion.csv", _confusion_table(confusion, data.classes).to_csv())
+    write_text(directory / "confusion.csv", confusion_table(confusion, data.classes).to_csv())
     plot_confusion(confusion, data.classes, directory / "confusion.png", f"trial {trial_id}, seed {config['seed']}: test")
     logged = [key for key in (*SUMMARY_METRICS, *TTA_METRICS) if key in metrics]
     for key in logged:
         writer.add_scalar(key, metrics[key], global_step=epochs)
-    from torch.utils.tensorboard.summary import hparams
+    from torch.utils.tensorboard.summary import hparams  # torch, as SummaryWriter above
 
     values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in config.items()}
     for entry in hparams(values | {"retrained": "yes"}, {k: metrics[k] for k in logged}):
@@ -414,41 +265,6 @@ def _train_and_test(
     writer.close()
     write_json(directory / "metrics.json", metrics)
     return metrics
-
-
-def ensemble_table(members: list[list[Path]], labels: np.ndarray, tta: bool = False) -> pd.DataFrame:
-    """Single best model against averaged ensembles, from the models' stored test probabilities.
-
-    ``members[i]`` are the directories of the i-th ranked trial's models, its first seed first.
-    Rows: the best trial's first model; the top-k trials' first models averaged (one per trial);
-    with several seeds, the best trial's models averaged and every model averaged.
-    """
-    labels = np.asarray(labels)
-    candidates = [("single best", members[0][:1]), (f"ensemble of top {len(members)} (first seed each)", [m[0] for m in members])]
-    if max(len(m) for m in members) > 1:
-        candidates.insert(1, (f"best trial, {len(members[0])} seeds averaged", members[0]))
-        every = [d for m in members for d in m]
-        candidates.append((f"ensemble of top {len(members)} x all seeds ({len(every)} models)", every))
-    rows = []
-    for name, directories in candidates:
-        row = {"model": name, "n_models": len(directories)}
-        for suffix in ("", "_tta") if tta else ("",):
-            probabilities = np.mean([np.load(d / f"test_probabilities{suffix}.npy", allow_pickle=False) for d in directories], axis=0)
-            summary, _, _ = _test_metrics(probabilities, labels, tuple(str(c) for c in range(probabilities.shape[1])))
-            row |= {f"test_acc{suffix}": summary["test_acc"], f"test_balanced_acc{suffix}": summary["test_balanced_acc"], f"test_loss{suffix}": summary["test_loss"]}
-        row["members"] = " + ".join(d.name for d in directories)
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def format_ensemble(table: pd.DataFrame) -> str:
-    """The ensemble comparison as aligned text; the member lists are in ensemble.csv."""
-    shown = table.drop(columns=["members"])
-    return "ensemble vs. single best, same test split:\n" + shown.to_string(index=False, float_format=lambda x: f"{x:.4f}")
-
-
-def _confusion_table(confusion: np.ndarray, classes) -> pd.DataFrame:
-    return pd.DataFrame(confusion, index=pd.Index(list(classes), name="true"), columns=list(classes))
 
 
 def _summarize(models: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
@@ -473,8 +289,6 @@ def _summarize(models: pd.DataFrame, board: pd.DataFrame) -> pd.DataFrame:
 
 
 def _write_per_trial(root: Path, models: pd.DataFrame) -> None:
-    from analysis.plots import plot_confusion
-
     for trial_id, group in models.groupby("trial_id", sort=False):
         directories = [root / f"{trial_id}-seed{seed}" for seed in group["seed"]]
         per_class = [pd.read_csv(d / "per_class.csv") for d in directories]
@@ -487,65 +301,8 @@ def _write_per_trial(root: Path, models: pd.DataFrame) -> None:
         confusions = [pd.read_csv(d / "confusion.csv", index_col=0) for d in directories]
         total = sum(c.to_numpy() for c in confusions)
         classes = [str(c) for c in confusions[0].columns]
-        write_text(root / f"{trial_id}-confusion.csv", _confusion_table(total, classes).to_csv())
+        write_text(root / f"{trial_id}-confusion.csv", confusion_table(total, classes).to_csv())
         plot_confusion(total, classes, root / f"{trial_id}-confusion.png", f"trial {trial_id}: test, summed over {len(group)} seed(s)")
-
-
-def retrained_models(run_dir: Path, trial_id: str | None = None) -> list[Path]:
-    """Directories of the stored retrained models of ``trial_id`` (default: the best retrained trial)."""
-    run_dir = Path(run_dir)
-    results = run_dir / "test_results.csv"
-    if not results.is_file():
-        raise FileNotFoundError(
-            f"run {str(run_dir)!r} has no retrained model ({results} is missing): "
-            f"run `python -m search retrain {run_dir}` first"
-        )
-    if trial_id is None:
-        trial_id = str(pd.read_csv(results, dtype={"trial_id": str})["trial_id"].iloc[0])
-    models = pd.read_csv(run_dir / "retrain" / "models.csv", dtype={"trial_id": str})
-    seeds = models.loc[models["trial_id"] == trial_id, "seed"].tolist()
-    directories = [run_dir / "retrain" / f"{trial_id}-seed{seed}" for seed in seeds]
-    missing = [d for d in directories if not _restorable(d)]
-    if not directories or missing:
-        raise FileNotFoundError(
-            f"retrained models of trial {trial_id} are missing in {run_dir / 'retrain'}"
-            f"{f' (e.g. {missing[0]})' if missing else ''}: run `python -m search retrain {run_dir} --force`"
-        )
-    return directories
-
-
-def _restorable(directory: Path) -> bool:
-    if not (directory / "model.json").is_file():
-        return False
-    entry = TRAINABLES.get(read_json(directory / "model.json").get("trainable", "classifier"))
-    return entry is not None and all((directory / name).is_file() for name in entry.stored_files)
-
-
-def load_retrained(run_dir: Path, directory: Path):
-    """A retrained model, with ``probabilities(images)`` and ``classes``, whatever its trainable.
-
-    Its trainable's ``load`` rebuilds it: a classifier from its weights; a features model is
-    refitted on the run's train + validation images (never the test split), and the refit must
-    reproduce the probabilities the retrain stored for the first training images, else ValueError
-    says why it cannot be trusted.
-    """
-    from trainables import get_entry
-
-    built = read_json(Path(directory) / "model.json")
-    load = get_entry(built.get("trainable", "classifier")).resolve("load")
-
-    def train_data() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-        data = _load_final_data(run_dir, with_test=False)
-        return data.train_images, data.train_labels, data.classes
-
-    return load(Path(directory), built, train_data)
-
-
-def load_classifier(directory: Path):
-    """A retrained model from its directory: ``trainables.classifier.Classifier`` in eval mode."""
-    from trainables.classifier import load_classifier as load
-
-    return load(Path(directory), read_json(Path(directory) / "model.json"))
 
 
 def format_test_summary(table: pd.DataFrame) -> str:

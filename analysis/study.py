@@ -27,7 +27,9 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.records import RunDir, read_trials, write_text
+from analysis.leaderboard import best_epoch, objective_value, objectives_of
+from analysis.records import RunDir, TrialStatus, read_trials, write_text
+from search.config.spaces import load_space
 
 __all__ = [
     "IMPORTANCE_COLUMNS",
@@ -57,12 +59,9 @@ class _Replay:
     def __init__(self, run_dir: Path):
         import optuna
 
-        from analysis.leaderboard import objectives_of
-        from search.spaces import load_space
-
         self.run_dir = run_dir
         recorded = RunDir(run_dir).settings()
-        self.settings = recorded.to_dict() | {"mode": recorded.mode}
+        self.settings = recorded.as_record()
         self.metric, self.mode = self.settings["metric"], self.settings["mode"]
         self.objectives = list(objectives_of(self.settings))
         self.space = load_space(run_dir / "space.py")
@@ -155,12 +154,11 @@ def _describe(study, settings: dict, run_dir: Path) -> None:
 def _values(record, metric: str, mode: str, objectives: list[str]) -> list[float] | None:
     """The metric at the best epoch, then each objective as the leaderboard shows it; None when one
     is missing, and for a diverged trial of a multi-objective run."""
-    from analysis.leaderboard import best_epoch, objective_value
 
     best = best_epoch(record, metric, mode)
     if not objectives:
         return [best[metric]]
-    if record.status.get("status", "").startswith("diverged"):
+    if TrialStatus.of(record.status.get("status", "")) is TrialStatus.DIVERGED:
         return None
     values = [best[metric]]
     for name in objectives:
@@ -173,7 +171,6 @@ def _values(record, metric: str, mode: str, objectives: list[str]) -> list[float
 
 def study_directions(settings: dict) -> list[str]:
     """Optuna directions of a run's study: the metric's, then each objective's."""
-    from analysis.leaderboard import objectives_of
 
     modes = [settings["mode"], *objectives_of(settings).values()]
     return ["maximize" if mode == "max" else "minimize" for mode in modes]
@@ -233,8 +230,6 @@ def _complete_live_study(storage: str, name: str, trials: list) -> bool:
 
 
 def _objective_names(settings: dict) -> list[str]:
-    from analysis.leaderboard import objectives_of
-
     return [settings["metric"], *objectives_of(settings)]
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from analysis.records import read_json, write_json
+from analysis.records import RunDir, TrialStatus, read_json, write_json
 
 __all__ = ["EXPERIMENT", "SearchTracker", "check_tracking_uri", "log_retrain", "tracking_uri"]
 
@@ -106,7 +106,7 @@ class SearchTracker:
             self.experiment_id, self.parent, self.trials = ids["experiment_id"], ids["run_id"], ids["trials"]
             self.client.update_run(self.parent, status="RUNNING")
         else:
-            settings = read_json(self.run_dir / "settings.json")
+            settings = RunDir.open(self.run_dir).settings().as_record()
             self.experiment_id = _experiment_id(self.client, uri)
             run = self.client.create_run(
                 self.experiment_id,
@@ -159,7 +159,7 @@ class SearchTracker:
                            ("node_id", status.get("node_id", "")), ("error", status.get("error", ""))):  # fmt: skip
             if value:
                 self.client.set_tag(run_id, key, str(value)[:5000])
-        self.client.set_terminated(run_id, status="FAILED" if text in ("error",) or text.startswith("infeasible") else "FINISHED")
+        self.client.set_terminated(run_id, status="FAILED" if TrialStatus.of(text).is_failed() else "FINISHED")
 
     def finish(self, best: dict[str, Any] | None) -> None:
         if best:

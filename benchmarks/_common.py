@@ -59,7 +59,8 @@ _DATA = None
 
 def _load(dataset: str, image_size: int, data_fraction: float) -> None:
     global _DATA
-    from trainables.data import load_dataset, split_indices, trial_data
+    from trainables.data import load_dataset
+    from trainables.split import split_indices, trial_data
 
     images = load_dataset(dataset, image_size)
     _DATA = trial_data(images, split_indices(images.labels, 0.2, 0.2, seed=0, data_fraction=data_fraction))

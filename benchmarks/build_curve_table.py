@@ -46,8 +46,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import start_ray_retrying
 from analysis.records import read_trials, unfinished_budget
 from search import api
-from search.samplers import grid_points
-from search.spaces import load_space, resolve_settings
+from search.strategies.samplers import grid_points
+from search.config.spaces import load_space, resolve_settings
 
 TRAINING_SEED_LINE = "_TRAINING_SEED = "
 

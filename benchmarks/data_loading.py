@@ -123,7 +123,8 @@ def builds(folder: str, cache: str, order: list[int]) -> list[tuple[int, float]]
     import functools
 
     from search.engine import ray_map
-    from trainables.data import open_source, resolve_source
+    from trainables.data import open_source
+    from trainables.datasets import resolve_source
 
     ray = _ray()
     rates = []
@@ -146,7 +147,9 @@ def driver(folder: str, cache: str) -> dict:
     import pickle
 
     from search.engine import ray_map
-    from trainables.data import open_source, resolve_source, split_indices, trial_data
+    from trainables.data import open_source
+    from trainables.datasets import resolve_source
+    from trainables.split import split_indices, trial_data
 
     ray = _ray()
     lines: list[str] = []
@@ -169,7 +172,8 @@ def driver(folder: str, cache: str) -> dict:
 def trial(folder: str, cache: str, loading: str, config: dict = TRIAL) -> dict:
     """One trial process: train ``config``; its last epoch's images/s and its peak RssAnon."""
     from trainables.classifier import train_classifier
-    from trainables.data import load_dataset, split_indices, trial_data
+    from trainables.data import load_dataset
+    from trainables.split import split_indices, trial_data
 
     images = load_dataset(folder, STORED, cache=cache, out=lambda line: None)
     data = trial_data(images, split_indices(images.labels, 0.2, 0.2, seed=0), loading=loading)
@@ -197,8 +201,6 @@ def main() -> None:
     parser.add_argument("--workdir", default="/tmp/data-loading-bench")
     parser.add_argument("--only", choices=("all", "trials"), default="all",
                         help="trials: skip generating and building (the caches exist from a full run)")
-    parser.add_argument("--driver-anon-mib", type=int, nargs=2, default=None, metavar=("SMALL", "LARGE"),
-                        help="with --only trials: the driver's peak RssAnon (MiB) that a full run printed")
     args = parser.parse_args()
     work = Path(args.workdir)
     large, small = work / f"folder{args.images}", work / f"folder{args.small}"
@@ -244,13 +246,13 @@ def main_trials(args, work: Path, large: Path, small: Path, driver_anon: dict[in
     for n, folder, loading in ((args.small, small, "memory"), (args.images, large, "stream"), (args.images, large, "memory"),
                                (args.small, small, "stream")):  # fmt: skip
         peaks[(n, loading)] = in_child(trial, str(folder), str(cache / str(n)), loading, MEMORY_TRIAL)["peak_anon"]
-    if args.driver_anon_mib:  # --only trials: the driver's figures as the full run printed them
-        driver_anon = {args.small: args.driver_anon_mib[0] * 2**20, args.images: args.driver_anon_mib[1] * 2**20}
-
     extra = (args.images - args.small) * 3 * STORED**2
+    # --only trials measures no driver, so it prints no driver line (never figures from another run).
     for who, values in (("driver", driver_anon),
                         ("trial, streaming", {n: peaks[(n, "stream")] for n in (args.small, args.images)}),
                         ("trial, in memory", {n: peaks[(n, "memory")] for n in (args.small, args.images)})):  # fmt: skip
+        if not values:
+            continue
         grown = values[args.images] - values[args.small]
         print(f"peak RssAnon, {who}: {values[args.small] / 2**20:.0f} MiB at {args.small}, {values[args.images] / 2**20:.0f} MiB at "
               f"{args.images}: +{grown / 2**20:.0f} MiB = {100 * grown / extra:.1f}% of the extra decoded {extra / 2**20:.0f} MiB (target < 15%)")  # fmt: skip

@@ -140,9 +140,9 @@ def _space(path: Path, configs: list[dict]) -> Path:
 
 
 def _search(work: Path, name: str, configs: list[dict], trials: int, per_gpu: int, epochs: int = 2) -> tuple[Path, float]:
+    from search.config.settings import settings_from_mapping
+    from search.config.spaces import load_space
     from search.engine import gpu_share, run_search
-    from search.settings import settings_from_mapping
-    from search.spaces import load_space
 
     space = load_space(_space(work / f"{name}.py", configs))
     settings = settings_from_mapping(
@@ -215,7 +215,11 @@ def check_c(state: dict) -> tuple[bool, list[str]]:
     """Images/s of the trainable's step against a bare loop, native mixed precision and fp32."""
     import torch
 
-    from trainables.classifier import TrialConfig, _loss_fn, _network, _optimizer, _Precision, _Step
+    from trainables.classifier import TrialConfig
+    from trainables.classifier.model import network
+    from trainables.classifier.numerics import Precision
+    from trainables.classifier.optim import build_optimizer, loss_fn
+    from trainables.classifier.step import Step
 
     device = torch.device("cuda")
     generator = torch.Generator(device="cuda").manual_seed(0)
@@ -227,12 +231,11 @@ def check_c(state: dict) -> tuple[bool, list[str]]:
         runs = {"trainable": [], "bare": []}
         for kind in ["trainable", "bare", "bare", "trainable", "trainable", "bare"]:
             torch.manual_seed(0)
-            net, normalize, _ = _network(cfg, 10, device)
-            precision = _Precision(device, precision_name)
-            optimizer = _optimizer(cfg, net)
+            net, normalize, _ = network(cfg, 10, device)
+            precision = Precision(device, precision_name)
+            optimizer = build_optimizer(cfg, net)
             if kind == "trainable":
-                step = _Step(net, optimizer, _loss_fn(cfg, None), normalize, precision, micro_batch=256)
-                run = lambda x, y: step(x, y)  # noqa: E731
+                run = Step(net, optimizer, loss_fn(cfg, None), normalize, precision, micro_batch=256)
             else:
                 run = _bare_step(net, optimizer, precision)
             net.train()
@@ -292,7 +295,7 @@ def oom_child() -> int:
     import torch
 
     from trainables.classifier import train_classifier
-    from trainables.data import TrialData
+    from trainables.contract import TrialData
 
     rng = np.random.default_rng(0)
     data = TrialData(
@@ -333,7 +336,8 @@ def check_e(state: dict) -> tuple[bool, list[str]]:
     from PIL import Image
 
     from analysis.predict import predict
-    from analysis.retrain import load_retrained, retrain, retrained_models
+    from analysis.retrain import retrain
+    from analysis.store import load_retrained, retrained_models
 
     run_dir = state.get("run_a")
     if run_dir is None:

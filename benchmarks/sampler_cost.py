@@ -13,7 +13,6 @@ import random
 import time
 
 import optuna
-
 from _common import REPO
 
 
@@ -25,7 +24,7 @@ def main() -> None:
     import sys
 
     sys.path.insert(0, str(REPO))
-    from search.spaces import load_space
+    from search.config.spaces import load_space
 
     space = load_space(REPO / "spaces" / "resnet.py").space
     optuna.logging.set_verbosity(optuna.logging.WARNING)

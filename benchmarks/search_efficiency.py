@@ -22,8 +22,8 @@ from pathlib import Path
 
 from _common import REPO, run_cli
 
+from search.config.spaces import load_space, resolve_settings
 from search.engine import run_search
-from search.spaces import load_space, resolve_settings
 
 
 def _flags(overrides: dict) -> list[str]:

@@ -54,8 +54,8 @@ sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
 
 from benchmarks._common import start_ray_retrying
-from search.samplers import SAMPLERS
-from search.schedulers import SCHEDULERS
+from search.strategies.samplers import SAMPLERS
+from search.strategies.schedulers import SCHEDULERS
 from trainables.replay import open_table, replay
 
 # name: (space file, trial budget of the full run, seeds of the full run, sleep scale of each epoch's recorded time)
@@ -83,7 +83,7 @@ def _table_name(benchmark: str) -> str:
     """The table a benchmark's space file replays (its ``table`` constant)."""
     import optuna
 
-    from search.spaces import load_space
+    from search.config.spaces import load_space
 
     space = load_space(ROOT / BENCHMARKS[benchmark][0])
     trial = optuna.create_study().ask()
@@ -155,7 +155,7 @@ def engine_cell(benchmark: str, sampler: str, scheduler: str, workers: int, seed
     from analysis.records import read_trials
     from search.engine import execute_run
     from search.prepare import prepare_run
-    from search.spaces import load_space, resolve_settings
+    from search.config.spaces import load_space, resolve_settings
 
     space_path = work / f"{benchmark}_space.py"
     if not space_path.is_file():
@@ -199,7 +199,7 @@ def optuna_cell(benchmark: str, pruner: str, workers: int, seed: int, trials: in
     """Optuna alone: its TPE (defaults, seeded), optionally a pruner, ``workers`` threads."""
     import optuna
 
-    from search.spaces import load_space
+    from search.config.spaces import load_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(ROOT / BENCHMARKS[benchmark][0])

@@ -12,7 +12,6 @@ import argparse
 import time
 
 import torch
-
 from _common import REPO  # also puts this checkout on the import path
 
 
@@ -43,7 +42,8 @@ def bare_images_per_s(model: str, weights: str, data, batch_size: int, threads: 
 
 def main() -> None:
     from trainables.classifier import train_classifier
-    from trainables.data import load_dataset, split_indices, trial_data
+    from trainables.data import load_dataset
+    from trainables.split import split_indices, trial_data
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)

@@ -1,3 +1,5 @@
+"""``python -m search``: the command line (search/cli.py)."""
+
 import os
 import sys
 

@@ -9,7 +9,7 @@
     result.report()                # report.md's path
     result.predict(["a.png"])      # top classes per image, from the retrained winner
 
-Keyword arguments are the CLI's settings (``search/settings.py``), plus ``retrain=False`` (the
+Keyword arguments are the CLI's settings (``search/config/settings.py``), plus ``retrain=False`` (the
 CLI's ``--no-retrain``), ``mlflow=URI``, ``overwrite=True`` and ``verbose=True``. Errors are the
 CLI's, raised as exceptions (ValueError, TypeError, FileExistsError, FileNotFoundError) before any
 trial starts. Output goes to the ``logging`` logger "search" (INFO); ``verbose=True`` prints it.
@@ -23,8 +23,10 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from search.settings import field_types
-from trainables._names import did_you_mean
+from analysis.records import RunDir, unfinished_budget
+from search.config.settings import field_types
+from search.config.spaces import load_space, resolve_settings
+from trainables.names import did_you_mean
 
 __all__ = ["Run", "open_run", "resume", "run"]
 
@@ -36,8 +38,7 @@ class Run:
 
     def __init__(self, run_dir: str | Path, verbose: bool = False):
         run_dir = Path(run_dir).expanduser().resolve()
-        if not (run_dir / "settings.json").is_file():
-            raise FileNotFoundError(f"{str(run_dir)!r} is not a run directory (it has no settings.json)")
+        RunDir.open(run_dir)  # FileNotFoundError when it is not a run directory
         self.dir = run_dir
         self._out = _output(verbose)
 
@@ -46,17 +47,13 @@ class Run:
 
     @property
     def settings(self):
-        """The run's resolved ``search.settings.Settings``."""
-        from analysis.records import read_json
-        from search.settings import Settings
-
-        recorded = read_json(self.dir / "settings.json")
-        return Settings(**{k: v for k, v in recorded.items() if k in field_types()})
+        """The run's resolved ``search.config.settings.Settings``."""
+        return RunDir.open(self.dir).settings()
 
     @property
     def leaderboard(self):
         """One row per trial, best first: the run's leaderboard, rebuilt from its files."""
-        from analysis.leaderboard import build_leaderboard
+        from analysis.leaderboard import build_leaderboard  # imports pandas: not at this module's import
 
         return build_leaderboard(self.dir)
 
@@ -81,7 +78,10 @@ class Run:
 
     def retrain(self, top_k: int = 1, seeds: int = 3, force: bool = False, tta: bool = True, ensemble: bool = False):
         """Retrain the top trials on train + validation and test each model once; the test results."""
-        from analysis.retrain import format_test_summary, retrain
+        from analysis.retrain import (  # imports pandas, sklearn, torch: not at this module's import
+            format_test_summary,
+            retrain,
+        )
 
         table = retrain(self.dir, top_k=top_k, seeds=seeds, force=force, tta=tta, ensemble=ensemble, out=self._out)
         self._out(format_test_summary(table))
@@ -89,16 +89,17 @@ class Run:
 
     def report(self, storage: str | None = None) -> Path:
         """Importance, the Optuna study, plots and report.md; report.md's path."""
-        from analysis.report import write_report
+        from analysis.report import write_report  # imports pandas: not at this module's import
 
         return write_report(self.dir, storage=storage)
 
     def predict(self, paths: list[str | Path], top: int = 5) -> list[list[tuple[str, float]]]:
         """The ``top`` most probable classes of each image, from the retrained winner."""
-        from analysis.predict import predict
 
         if isinstance(paths, (str, Path)):
             paths = [paths]
+        from analysis.predict import predict  # imports numpy and the data modules: not on --help's path
+
         return predict(self.dir, list(paths), top=top)
 
 
@@ -115,8 +116,10 @@ def run(
     As ``python -m search run``: validated before anything starts, then the search, then (unless
     ``retrain=False`` or the search was interrupted) the winner retrained and tested, and the report.
     """
-    from search.engine import execute_run, prepare_run
-    from search.spaces import load_space, resolve_settings
+    from search.engine import (  # imports optuna, pandas, ray: not at this module's import
+        execute_run,
+        prepare_run,
+    )
 
     _check_keywords(settings)
     out = _output(verbose)
@@ -131,7 +134,7 @@ def resume(
     run_dir: str | Path, *, trials: int | None = None, address: str | None = None, retrain: bool = True, verbose: bool = False
 ) -> Run:
     """Continue an interrupted run, or extend it to ``trials``; as ``python -m search resume``."""
-    from search.engine import resume_run
+    from search.engine import resume_run  # imports optuna, pandas, ray: not at this module's import
 
     out = _output(verbose)
     finished = resume_run(Path(run_dir), trials=trials, address=address, out=out)
@@ -147,8 +150,9 @@ def open_run(run_dir: str | Path, *, verbose: bool = False) -> Run:
 def finish_run(run_dir: Path, retrain: bool, out: Callable[[str], None] = print, warn: Callable[[str], None] = print) -> None:
     """After the search: retrain the winner and test it once (unless ``retrain`` is False or the
     search was interrupted), then write the report. The CLI's ``run`` and ``resume`` end with it."""
-    from analysis.records import unfinished_budget
-    from analysis.report import write_report
+    from analysis.report import write_report  # imports pandas: not at this module's import
+
+    # analysis.retrain imports pandas, sklearn and torch: only once a search has run.
     from analysis.retrain import format_test_summary
     from analysis.retrain import retrain as retrain_top
 

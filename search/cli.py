@@ -1,6 +1,6 @@
 """Command line: ``python -m search run spaces/resnet.py [--trials 8 ...]``.
 
-Every field of ``search.settings.Settings`` is an option of ``run`` (``max_epochs`` is
+Every field of ``search.config.settings.Settings`` is an option of ``run`` (``max_epochs`` is
 ``--max-epochs``). Only light modules are imported until a command needs more, so ``--help``
 answers at once.
 """
@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 
-from search.settings import Settings, field_types
-from trainables._names import did_you_mean
+from analysis.records import RunDir
+from search.api import finish_run
+from search.config.settings import Settings, field_types
+from search.config.spaces import load_space, resolve_settings
+from trainables.names import did_you_mean
 
 __all__ = ["main"]
 
@@ -133,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         word = unknown[0].split("=")[0]
-        options = [o for action in commands[args.command]._actions for o in action.option_strings]
+        # The command's options, read from its help text (argparse's public output; its list of
+        # actions is private).
+        options = sorted(set(re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", commands[args.command].format_help())))
         parser.exit(
             2,
             f"error: unknown option {word!r}{did_you_mean(word, options)}; "
@@ -143,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in _ANALYSIS:
             return _ANALYSIS[args.command](args)
         if args.command == "resume":
-            from search.engine import resume_run
+            from search.engine import resume_run  # imports optuna, pandas, ray: not at this module's import
 
             _say_code_runs(args.run_dir)
             run_dir = resume_run(args.run_dir, trials=args.trials, address=args.address)
@@ -154,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input, caught before any trial starts: say what is wrong, no traceback.
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from search.engine import execute_run
-    from trainables.data import DatasetError
+    from search.engine import execute_run  # imports optuna, pandas, ray: not at this module's import
+    from trainables.datasets import DatasetError  # imports numpy: --help stays without it
 
     try:
         run_dir = execute_run(prepared)
@@ -168,14 +174,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _finish_run(run_dir, retrain: bool) -> None:
     """After the search: retrain the winner and test it once (unless --no-retrain), then the report."""
-    from search.api import finish_run
 
     finish_run(run_dir, retrain=retrain, out=print, warn=lambda line: print(line, file=sys.stderr))
 
 
 def _prepare(args: argparse.Namespace):
     from search.prepare import prepare_run  # Ray-free: bad input fails before Ray is imported
-    from search.spaces import load_space, resolve_settings
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "space", "overwrite", "no_retrain")}
     space = load_space(args.space)
@@ -185,8 +189,11 @@ def _prepare(args: argparse.Namespace):
 def _leaderboard(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from analysis.leaderboard import build_leaderboard, format_table, write_leaderboard
-    from analysis.records import RunDir
+    from analysis.leaderboard import (  # imports pandas: not at this module's import
+        build_leaderboard,
+        format_table,
+        write_leaderboard,
+    )
 
     run_dir = Path(args.run_dir)
     RunDir.open(run_dir)  # FileNotFoundError when it is not a run directory
@@ -200,8 +207,6 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 def _run_dir(args: argparse.Namespace):
     from pathlib import Path
-
-    from analysis.records import RunDir
 
     run_dir = Path(args.run_dir)
     RunDir.open(run_dir)  # FileNotFoundError when it is not a run directory
@@ -218,7 +223,7 @@ def _say_code_runs(run_dir) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from analysis.report import write_report
+    from analysis.report import write_report  # imports pandas: not at this module's import
 
     _say_code_runs(_run_dir(args))
     print(f"report: {write_report(_run_dir(args), storage=args.study_storage)}")
@@ -226,8 +231,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from analysis.report import write_report
-    from analysis.retrain import format_test_summary, retrain
+    from analysis.report import write_report  # imports pandas: not at this module's import
+    from analysis.retrain import (  # imports pandas, sklearn, torch: not at this module's import
+        format_test_summary,
+        retrain,
+    )
 
     run_dir = _run_dir(args)
     _say_code_runs(run_dir)
@@ -238,7 +246,7 @@ def _retrain(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from analysis.predict import predict
+    from analysis.predict import predict  # imports numpy and the data modules: not on --help's path
 
     if args.top < 1:
         raise ValueError(f"The value of `--top` is {args.top}, but must be an integer >= 1.")

@@ -23,8 +23,8 @@ The engine's jobs, one module each (this module only joins them):
     search/ray_session.py  connect to Ray; how many trials the cluster fits, and whether it fits any
     search/gpu_packing.py  gpu_packing "auto": the GPU share of each trial, measured on a GPU
     search/workers.py      --workers-per-trial: a trial trained by Ray Train workers
-    search/strategies.py   the searcher (OptunaSearch, or PBT's population) around the registries'
-                           sampler and scheduler (search/samplers.py, search/schedulers.py: Ray-free
+    search/strategies/searcher.py   the searcher (OptunaSearch, or PBT's population) around the registries'
+                           sampler and scheduler (search/strategies/samplers.py, search/strategies/schedulers.py: Ray-free
                            at import, one entry per strategy)
     search/tuner.py        Ray Tune's Tuner: build, restore (resume), extend
     search/trial.py        what runs in a Ray worker: the trainable, its checkpoints, its failures
@@ -43,16 +43,17 @@ import ray
 from ray import tune
 
 from analysis.leaderboard import format_table, write_leaderboard
-from analysis.records import RunDir, write_json
+from analysis.records import RunDir, TrialStatus, write_json
+from analysis.rerun import load_trial_data
 from search import _adapter
+from search.config.settings import Settings
+from search.config.spaces import SpaceFile, load_space
 from search.gpu_packing import gpu_share, pack_gpus
 from search.prepare import PreparedRun, check_address, data_loading, open_data, prepare_run, write_run_dir
 from search.ray_session import check_cluster_fits, connect, fitting_trials
 from search.recorder import RunRecorder, clock
-from search.schedulers import SCHEDULERS
-from search.settings import Settings
-from search.spaces import SpaceFile, load_space
-from search.strategies import describe_searcher, nsga2_population
+from search.strategies.schedulers import SCHEDULERS
+from search.strategies.searcher import describe_searcher, nsga2_population
 from search.trial import trial_status_from_error
 from search.tuner import (
     EXPERIMENT,
@@ -63,6 +64,7 @@ from search.tuner import (
     set_aside_unknown_trials,
     snapshot_trial_ids,
 )
+from trainables.split import trial_data
 
 __all__ = [
     "PreparedRun",
@@ -84,7 +86,6 @@ def run_search(space: SpaceFile, settings: Settings, out: Callable[[str], None] 
 
 def execute_run(prepared: PreparedRun, out: Callable[[str], None] = print) -> Path:
     """Write the run directory and run the trials. Joins a running Ray session if there is one."""
-    from trainables.data import trial_data
 
     started_ray = connect(prepared.settings)
     try:
@@ -136,7 +137,6 @@ def resume_run(
     ASHA scheduler from the experiment state. Extending starts a further experiment in the same
     run directory whose sampler is warm-started with every finished trial.
     """
-    from analysis.rerun import load_trial_data
 
     run_dir = Path(run_dir).expanduser().resolve()
     settings = read_settings(run_dir)
@@ -193,8 +193,9 @@ def _finish(run_dir: Path, settings: Settings, recorder: RunRecorder, out) -> Pa
 
 
 def _summary(out, table, path: Path, run_dir: Path, settings: Settings, seconds: float) -> None:
-    stopped = int(table["status"].str.startswith("stopped").sum())
-    errors = int(table["status"].str.match(r"^(error|infeasible)").sum())
+    statuses = [TrialStatus.of(text) for text in table["status"]]
+    stopped = sum(status is TrialStatus.STOPPED for status in statuses)
+    errors = sum(status.is_failed() for status in statuses)
     by = SCHEDULERS[settings.scheduler].stops
     early = f"{stopped} stopped early by {by}, " if by else ""
     out("")

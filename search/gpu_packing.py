@@ -4,9 +4,9 @@ The configurations measured are the space's corners (every parameter at the top 
 so the largest batch, the widest and deepest network it can produce, and every parameter at the
 bottom) and the dry run's random samples. Each is measured over a whole trial cycle (the data set
 on the GPU, two training steps, validation and the latency pass: reserved memory, what a
-neighbour cannot use; trainables.classifier.measure_step_memory), on one GPU that the measuring
+neighbour cannot use; the trainable entry's ``measure_memory``), on one GPU that the measuring
 task holds alone, where the CUDA context is measured too (the GPU's used memory less what the
-allocator reserved). ``trials_per_gpu`` then divides the GPU.
+allocator reserved). ``trainables.gpu.trials_per_gpu`` then divides the GPU.
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ from typing import Any, Callable
 
 import ray
 
+from search.config.sampling import dry_run, sample_space
+from search.config.settings import Settings
+from search.config.spaces import SpaceFile
 from search.prepare import PreparedRun
-from search.settings import Settings
-from search.spaces import SpaceFile, dry_run, trial_defaults
+from trainables import get_config_class, get_entry
+from trainables.contract import TrialInfeasible
 
 __all__ = ["corner_configs", "corner_value", "gpu_share", "pack_gpus"]
 
@@ -28,12 +31,17 @@ def pack_gpus(prepared: PreparedRun, data, out: Callable[[str], None]) -> Settin
     """Measure a whole trial cycle of the space's corners and of every dry-run configuration on
     one GPU, and let as many trials share a GPU as the largest reserved peak and the measured
     CUDA context allow."""
-    from trainables.classifier import trials_per_gpu
+    from trainables.gpu import trials_per_gpu  # imports torch: only when packing is measured
 
     settings = prepared.settings  # a cluster without a GPU was refused by ray_session.check_cluster_fits
+    if get_entry(settings.trainable).measure_memory is None:
+        raise ValueError(
+            f"`gpu_packing` is 'auto', but trainable {settings.trainable!r} cannot measure its GPU memory: "
+            "use --gpu-packing fixed with --gpus-per-trial"
+        )
     corners, samples = corner_configs(prepared.space, settings), dry_run(prepared.space, settings)
     configs = corners + samples
-    measured = ray.get(_measure_on_gpu.remote(configs, data))
+    measured = ray.get(_measure_on_gpu.remote(configs, data, settings.trainable))
     peak, gpu_bytes, context = measured["peak"], measured["total"], measured["context"]
     per_gpu = trials_per_gpu(peak, gpu_bytes, context_bytes=context)
     fraction = gpu_share(per_gpu)
@@ -58,18 +66,11 @@ def corner_configs(space: SpaceFile, settings: Settings) -> list[dict[str, Any]]
     number, last categorical choice otherwise), then at its lower bound. Conditional parameters
     follow from the values above them. A corner the trainable's config rejects is left out (the
     dry run has checked the space's random samples)."""
-    import optuna
-
-    from trainables import get_config_class
-
     config_class = get_config_class(settings.trainable)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     configs = []
     for high in (True, False):
-        study = optuna.create_study(sampler=_corner_sampler(high))
-        trial = study.ask()
-        constants = space.space(trial)
-        config = trial_defaults(settings, threads=1) | trial.params | (constants or {})
+        (corner,) = sample_space(space, _corner_sampler(high), 1)
+        config = corner.config(settings)
         try:
             if config_class is not None:
                 config_class.from_mapping(config)
@@ -111,13 +112,12 @@ def corner_value(distribution, high: bool) -> Any:
 
 
 @ray.remote(num_gpus=1)
-def _measure_on_gpu(configs: list[dict], data) -> dict[str, Any]:
+def _measure_on_gpu(configs: list[dict], data, trainable: str) -> dict[str, Any]:
     """On one GPU held alone: the largest reserved peak over ``configs`` (bytes; the GPU's total
     where one does not fit at all), the GPU's total memory and the measured CUDA context."""
-    import torch
+    import torch  # on the GPU worker only
 
-    from trainables.classifier import TrialInfeasible, measure_step_memory
-
+    measure_step_memory = get_entry(trainable).resolve("measure_memory")
     torch.cuda.init()
     torch.zeros(1, device="cuda")  # the context and the allocator exist from here on
     free, total = torch.cuda.mem_get_info()

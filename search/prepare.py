@@ -17,10 +17,13 @@ from typing import Any, Callable
 
 from analysis.records import RunDir, write_json, write_text
 from analysis.tracking import check_tracking_uri, tracking_uri
-from search.samplers import SAMPLERS
-from search.schedulers import SCHEDULERS
-from search.settings import Settings
-from search.spaces import SpaceFile, dry_run
+from search.config.sampling import dry_run
+from search.config.settings import Settings
+from search.config.spaces import SpaceFile
+from search.strategies import check_names, check_strategies
+from trainables.data import check_cache, choose_loading, open_source
+from trainables.datasets import resolve_source
+from trainables.split import file_record, split_indices
 
 __all__ = ["PreparedRun", "check_address", "data_loading", "open_data", "prepare_run", "write_run_dir"]
 
@@ -34,9 +37,9 @@ class PreparedRun:
     run_dir: Path
     settings: Settings
     space: SpaceFile
-    images: Any  # trainables.data.ImageSet; None until the engine has opened the data cache
-    split: Any  # trainables.data.Split; None until then
-    source: Any = None  # trainables.data.Source: the data set found and listed, not decoded yet
+    images: Any  # trainables.datasets.ImageSet; None until the engine has opened the data cache
+    split: Any  # trainables.split.Split; None until then
+    source: Any = None  # trainables.datasets.Source: the data set found and listed, not decoded yet
 
 
 def prepare_run(
@@ -47,16 +50,18 @@ def prepare_run(
     Resolves MODEL "auto", samples the space dry, loads and splits the data set, fetches ImageNet
     weights once. Raises ValueError/TypeError/FileExistsError naming what is wrong.
     """
-    from trainables.data import check_cache, resolve_source, split_indices
-    from trainables.models import build_model, resolve_auto_model
+    from trainables.models import (  # imports torch: not at this module's import
+        build_model,
+        resolve_auto_model,
+    )
 
+    check_names(settings)  # --sampler and --scheduler, before anything else runs
     if settings.model == "auto":
         model, weights, why = resolve_auto_model()
         out(f"model auto -> {model} with {weights} weights ({why})")
         settings = dataclasses.replace(settings, model=model, weights=weights)
     dry_run(space, settings)
-    for registry, name in ((SAMPLERS, settings.sampler), (SCHEDULERS, settings.scheduler)):
-        registry[name].check(settings, space)  # what the strategy cannot run (grid: a continuous parameter)
+    check_strategies(settings, space)  # the names, and what each cannot run (grid: a continuous parameter)
     check_address(settings.address)
     uri = tracking_uri(settings.mlflow)  # --mlflow, else MLFLOW_TRACKING_URI
     if uri:
@@ -86,7 +91,6 @@ def prepare_run(
 
 def data_loading(settings: Settings, source: Any) -> str:
     """The run's data loading, "memory" or "stream", from its setting and the size of its pixels."""
-    from trainables.data import choose_loading
 
     share = settings.data_fraction * (1 - settings.test_fraction)
     return choose_loading(settings.data_loading, int(source.decoded_bytes() * share))
@@ -95,7 +99,6 @@ def data_loading(settings: Settings, source: Any) -> str:
 def open_data(prepared: PreparedRun, decode_map: Callable, out: Callable[[str], None]) -> PreparedRun:
     """Decode the data set into its cache with ``decode_map`` (the engine's Ray tasks) or reopen
     it, and split it as ``prepare_run`` checked."""
-    from trainables.data import open_source, split_indices
 
     settings = prepared.settings
     images = open_source(
@@ -121,8 +124,6 @@ def _cache_record(images: Any) -> dict:
 
 
 def write_run_dir(prepared: PreparedRun, out: Callable[[str], None]) -> None:
-    from trainables.data import file_record
-
     run_dir, settings, images, split = prepared.run_dir, prepared.settings, prepared.images, prepared.split
     if run_dir.exists():  # prepare_run allowed it: --overwrite
         shutil.rmtree(run_dir)

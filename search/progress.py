@@ -13,7 +13,25 @@ import sys
 import time
 from typing import Any, Callable
 
-__all__ = ["Progress"]
+__all__ = ["BestSoFar", "Progress"]
+
+
+class BestSoFar:
+    """The best value of the search's metric reported so far, and where (trial, epoch): what the
+    progress line and the MLflow parent run show."""
+
+    def __init__(self, mode: str):
+        self.sign = 1 if mode == "max" else -1
+        self.value: float | None = None
+        self.trial_id: str | None = None
+        self.epoch: int = 0
+
+    def offer(self, value: float, trial_id: str, epoch: int) -> bool:
+        """Keep ``value`` when it beats the best so far (or is the first); True when it does."""
+        if self.value is not None and not self.sign * value > self.sign * self.value:
+            return False
+        self.value, self.trial_id, self.epoch = value, trial_id, epoch
+        return True
 
 
 class Progress:

@@ -10,20 +10,32 @@ from pathlib import Path
 import ray
 
 from search import _adapter
-from search.settings import Settings
+from search.config.settings import Settings
 
-__all__ = ["check_cluster_fits", "connect", "fitting_trials", "join", "start_local", "token_path"]
+__all__ = ["check_cluster_fits", "connect", "fitting_trials", "join", "set_ray_environment", "start_local", "token_path"]
 
 # Ray Tune's own console tables and TensorBoard logger would duplicate the progress lines and the
 # TensorBoard files this engine writes; per-epoch checkpoints of short trials would trip its
 # snapshot-frequency warning. The experiment state is snapshotted every second (Ray's default is
-# 10 s) so that a driver killed with SIGKILL loses as little as possible. Users may override each.
+# 10 s) so that a driver killed with SIGKILL loses as little as possible. A reused trial actor waits
+# up to 2 s (Ray's default) for the previous trial's thread to end, else the next trial fails with
+# "Trainable runner reuse requires reset_config()": on a loaded machine a stopped trial's thread
+# took longer (seen after a resume, load average 40 on 2 cores), so it waits 60 s. Users may
+# override each.
 _RAY_ENVIRONMENT = {
     "RAY_AIR_NEW_OUTPUT": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "TUNE_GLOBAL_CHECKPOINT_S": "1",
+    "TUNE_FUNCTION_THREAD_TIMEOUT_S": "60",
 }
+
+
+def set_ray_environment() -> None:
+    """Ray's and Ray Tune's environment settings this engine runs with (above), where the user has
+    not set them; before ``ray.init``, so that a local session's workers inherit them."""
+    for key, value in _RAY_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
 
 
 def connect(settings: Settings) -> bool:
@@ -32,8 +44,7 @@ def connect(settings: Settings) -> bool:
     A local session listens on 127.0.0.1 only, with the dashboard off and token authentication on
     (``start_local``; tests/test_security.py lists its sockets).
     """
-    for key, value in _RAY_ENVIRONMENT.items():
-        os.environ.setdefault(key, value)
+    set_ray_environment()
     if ray.is_initialized():
         return False
     if settings.address:

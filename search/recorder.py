@@ -13,10 +13,11 @@ from typing import Any, Callable
 from ray import tune
 
 from analysis.leaderboard import best_epoch
-from analysis.records import RunDir, append_metrics, trial_dir, write_json
-from search.progress import Progress
-from search.settings import Settings
-from search.spaces import trial_defaults
+from analysis.records import RunDir, TrialStatus, append_metrics, read_trial, trial_dir, write_json
+from analysis.study import LiveStudy
+from search.config.settings import Settings
+from search.config.spaces import trial_defaults
+from search.progress import BestSoFar, Progress
 from search.trial import FINAL_ERROR, INFEASIBLE, REPLAYED, trial_status_from_error
 
 __all__ = ["RunRecorder", "clock"]
@@ -31,7 +32,7 @@ class RunRecorder(tune.Callback):
         self.started = time.monotonic()
         self.last_print = 0.0
         self.writers: dict[str, Any] = {}
-        self.best: tuple[float, str, int] | None = None
+        self.best = BestSoFar(settings.mode)
         self.finished: dict[str, str] = {}
         self.started_at: dict[str, str] = {}
         self.replayed: set[str] = set()
@@ -42,20 +43,20 @@ class RunRecorder(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         directory = trial_dir(self.run_dir, trial.trial_id)
         if (directory / "config.json").exists():  # restored after a failure: keep the first record
-            self._status(trial, "running")
+            self._status(trial, TrialStatus.RUNNING.value)
             return
         params = {key: value for key, value in trial.config.items() if value is not None}  # strategies._population
         write_json(
             directory / "config.json",
             {"trainable": self.settings.trainable, "config": self.defaults | params, "params": params},
         )
-        self._status(trial, "running")
+        self._status(trial, TrialStatus.RUNNING.value)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get(REPLAYED):  # already recorded before an interruption
             self.replayed.add(trial.trial_id)
             return
-        metrics = _recorded_metrics(result) | {"recorded_at": time.time()}
+        metrics = recorded_metrics(result) | {"recorded_at": time.time()}
         append_metrics(trial_dir(self.run_dir, trial.trial_id) / "metrics.jsonl", metrics)
         writer = self._writer(trial.trial_id)
         for key, value in metrics.items():
@@ -65,20 +66,18 @@ class RunRecorder(tune.Callback):
         writer.flush()
         value = result.get(self.settings.metric)
         if value is not None:
-            sign = 1 if self.settings.mode == "max" else -1
-            if self.best is None or sign * value > sign * self.best[0]:
-                self.best = (value, trial.trial_id, metrics["epoch"])
+            self.best.offer(value, trial.trial_id, metrics["epoch"])
         self._progress(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
         epoch = result.get("epoch", 0)
         if result.get("diverged"):
-            status = f"diverged at epoch {epoch}"
+            status = TrialStatus.DIVERGED.at_epoch(epoch)
         elif epoch >= trial.config.get("max_epochs", self.settings.max_epochs):  # a space may search it
-            status = "completed"
+            status = TrialStatus.COMPLETED.value
         else:
-            status = f"stopped early at epoch {epoch}"
+            status = TrialStatus.STOPPED.at_epoch(epoch)
         self._finish(trial, status, result.get("error", "") if result.get("diverged") else "")
         self._progress(trials, force=True)
 
@@ -93,7 +92,7 @@ class RunRecorder(tune.Callback):
     def on_trial_recover(self, iteration, trials, trial, **info):
         error = self._keep_traceback(trial)
         if (trial_dir(self.run_dir, trial.trial_id) / FINAL_ERROR).exists():
-            # A failure a retry would only repeat (the trial wrote it down in _ray_trial). Ray has
+            # A failure a retry would only repeat (the trial wrote it down in ray_trial). Ray has
             # already scheduled one restart, which re-raises at once; allow no more than that.
             trial.max_failures = 0
             return
@@ -136,8 +135,6 @@ class RunRecorder(tune.Callback):
     def _add_to_live_study(self, trial_id: str) -> None:
         """RUN_DIR/study.db gets each trial as it ends, for optuna-dashboard; a failure here is
         reported once and never stops the search (the report writes the study again at the end)."""
-        from analysis.records import read_trial
-        from analysis.study import LiveStudy
 
         if self.live_study is False:
             return
@@ -197,12 +194,12 @@ class RunRecorder(tune.Callback):
             return
         now = time.monotonic()
         running = sum(1 for t in trials if t.status == "RUNNING" and t.trial_id not in self.finished)
-        stopped = sum(1 for s in self.finished.values() if s.startswith("stopped"))
-        errors = sum(1 for s in self.finished.values() if s == "error" or s.startswith("infeasible"))
+        stopped = sum(1 for s in self.finished.values() if TrialStatus.of(s) is TrialStatus.STOPPED)
+        errors = sum(1 for s in self.finished.values() if TrialStatus.of(s).is_failed())
         pending = self.settings.trials - len(self.finished) - running
         best = (
-            f"best {self.settings.metric} {self.best[0]:.4f} (trial {self.best[1]}, epoch {self.best[2]})"
-            if self.best
+            f"best {self.settings.metric} {self.best.value:.4f} (trial {self.best.trial_id}, epoch {self.best.epoch})"
+            if self.best.value is not None
             else "no result yet"
         )
         self.progress.update(
@@ -224,7 +221,9 @@ _RAY_RESULT_KEYS = frozenset(
 )  # fmt: skip
 
 
-def _recorded_metrics(result: dict) -> dict:
+def recorded_metrics(result: dict) -> dict:
+    """What the trainable reported in a Ray result: its own keys, without Ray's and without
+    non-scalar values (metrics.jsonl's and MLflow's metrics)."""
     return {
         k: v
         for k, v in result.items()

@@ -12,6 +12,8 @@ from ray import tune
 
 from analysis.records import read_json, trial_dir
 from analysis.tracking import SearchTracker
+from search.progress import BestSoFar
+from search.recorder import recorded_metrics
 
 __all__ = ["MlflowCallback"]
 
@@ -22,7 +24,7 @@ class MlflowCallback(tune.Callback):
     def __init__(self, run_dir: Path, uri: str, metric: str, mode: str):
         self.run_dir, self.uri, self.metric, self.mode = Path(run_dir), uri, metric, mode
         self.tracker: SearchTracker | None = None
-        self.best: dict | None = None
+        self.best = BestSoFar(mode)
 
     def setup(self, **info):
         self.tracker = SearchTracker(self.run_dir, self.uri)
@@ -31,14 +33,10 @@ class MlflowCallback(tune.Callback):
         self.tracker.trial_started(trial.trial_id, trial.config)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        from search.recorder import _recorded_metrics  # what the trainable reported, without Ray's keys
-
-        self.tracker.trial_result(trial.trial_id, _recorded_metrics(result))
+        self.tracker.trial_result(trial.trial_id, recorded_metrics(result))
         value = result.get(self.metric)
         if isinstance(value, (int, float)):
-            sign = 1 if self.mode == "max" else -1
-            if self.best is None or sign * value > sign * self.best[f"best_{self.metric}"]:
-                self.best = {f"best_{self.metric}": value, "best_epoch": result.get("epoch", 0)}
+            self.best.offer(value, trial.trial_id, result.get("epoch", 0))
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._ended(trial)
@@ -51,4 +49,5 @@ class MlflowCallback(tune.Callback):
         self.tracker.trial_ended(trial.trial_id, read_json(path) if path.is_file() else {})
 
     def on_experiment_end(self, trials, **info):
-        self.tracker.finish(self.best)
+        best = {f"best_{self.metric}": self.best.value, "best_epoch": self.best.epoch}
+        self.tracker.finish(best if self.best.value is not None else None)

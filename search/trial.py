@@ -9,17 +9,25 @@ from pathlib import Path
 import ray
 from ray import tune
 
-from analysis.records import LINEAGE, read_json, trial_dir, write_json
+from analysis.records import LINEAGE, TrialStatus, read_json, trial_dir, write_json
+from trainables.contract import INFEASIBLE, NOT_RETRIED
 
-__all__ = ["FINAL_ERROR", "INFEASIBLE", "REPLAYED", "trial_status_from_error"]
+__all__ = [
+    "FINAL_ERROR",
+    "INFEASIBLE",
+    "REPLAYED",
+    "RepeatedFailure",
+    "ray_trial",
+    "remember_final_error",
+    "replay_or_refuse",
+    "trial_status_from_error",
+]
 
-# A result key that marks a trial's end replayed from the run directory (see _ray_trial).
+# A result key that marks a trial's end replayed from the run directory (see ray_trial).
 REPLAYED = "replayed_from_run_directory"
 
-# Written into a trial's directory when its failure would repeat on retry (see _ray_trial).
+# Written into a trial's directory when its failure would repeat on retry (see ray_trial).
 FINAL_ERROR = "final_error.txt"
-
-INFEASIBLE = "infeasible: out of memory"
 
 
 class _RayCheckpoints:
@@ -82,31 +90,20 @@ class _RayCheckpoints:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
-def _ray_trial(
+def ray_trial(
     config: dict, data, defaults: dict, trainable_name: str, run_dir: str, finished: dict, gpus: float = 0.0
 ) -> None:
-    from trainables import get_trainable, gpu
-    from trainables.classifier import NOT_RETRIED
+    from trainables import get_trainable, gpu  # gpu imports torch: not on the driver's fast path
 
     trial_id = tune.get_context().get_trial_id()
-    config = {key: value for key, value in config.items() if value is not None}  # see strategies._population
-    if trial_id in finished:
-        # The run directory says this trial ended before the driver died, after Ray's last
-        # snapshot: give Ray its recorded end instead of training it again.
-        last, error = finished[trial_id]
-        if error:
-            raise RuntimeError(f"this trial failed before the run was interrupted: {error}")
-        tune.report(last | {REPLAYED: True})
+    config = {key: value for key, value in config.items() if value is not None}  # see searcher._population
+    replayed = replay_or_refuse(run_dir, trial_id, finished)
+    if replayed is not None:
+        tune.report(replayed)
         return
     store = _RayCheckpoints(trial_id, config, trial_dir(Path(run_dir), trial_id))
     store.max_epochs = int((defaults | config).get("max_epochs", 0)) or store.max_epochs
     node_id = ray.get_runtime_context().get_node_id()
-    # Ray retries every failed trial up to max_failures times; a failure that a retry would only
-    # reproduce (divergence, out of memory at the smallest micro-batch) is remembered in the run
-    # directory (shared storage) and re-raised at once instead of training again.
-    final = trial_dir(Path(run_dir), trial_id) / FINAL_ERROR
-    if final.exists():
-        raise _RepeatedFailure(final.read_text().strip())
 
     def report(metrics: dict) -> None:
         store.report(metrics | {"node_id": node_id})  # which node ran each epoch
@@ -115,18 +112,44 @@ def _ray_trial(
         gpu.cap_memory(gpus)  # the trial's share of its GPU, so that an OOM is its own
         get_trainable(trainable_name)(defaults | config, data, report, store)
     except NOT_RETRIED as error:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        final.write_text(f"{type(error).__name__}: {error}\n")
+        remember_final_error(run_dir, trial_id, error)
         raise
     finally:
         gpu.release()  # a reused actor starts its next trial with no cached GPU memory
 
 
-class _RepeatedFailure(RuntimeError):
+class RepeatedFailure(RuntimeError):
     """A deterministic failure of an earlier attempt of this trial, not run again."""
+
+
+def replay_or_refuse(run_dir: str | Path, trial_id: str, finished: dict) -> dict | None:
+    """The guard every trial (a plain one here, a multi-worker one in search/workers.py) runs before
+    training: the recorded last result to hand Ray when the run directory says the trial ended
+    before the driver died (after Ray's last snapshot), None to train.
+
+    Raises RuntimeError for a trial recorded as failed then, and RepeatedFailure when an earlier
+    attempt wrote a failure that a retry would only reproduce (``remember_final_error``): Ray
+    retries every failed trial up to max_failures times, and these are re-raised at once."""
+    if trial_id in finished:
+        last, error = finished[trial_id]
+        if error:
+            raise RuntimeError(f"this trial failed before the run was interrupted: {error}")
+        return last | {REPLAYED: True}
+    final = trial_dir(Path(run_dir), trial_id) / FINAL_ERROR
+    if final.exists():
+        raise RepeatedFailure(final.read_text().strip())
+    return None
+
+
+def remember_final_error(run_dir: str | Path, trial_id: str, error: BaseException) -> None:
+    """Record a failure a retry would only repeat (divergence, out of memory at the smallest
+    micro-batch) in the run directory (shared storage), for ``replay_or_refuse``."""
+    final = trial_dir(Path(run_dir), trial_id) / FINAL_ERROR
+    final.parent.mkdir(parents=True, exist_ok=True)
+    final.write_text(f"{type(error).__name__}: {error}\n")
 
 
 def trial_status_from_error(error_line: str) -> str:
     """The status a failed trial gets from its error: out of memory at the smallest micro-batch
     is "infeasible: out of memory" (the configuration does not fit the GPU), anything else "error"."""
-    return INFEASIBLE if INFEASIBLE in error_line else "error"
+    return TrialStatus.INFEASIBLE.value if INFEASIBLE in error_line else TrialStatus.ERROR.value

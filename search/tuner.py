@@ -11,15 +11,18 @@ from typing import Any
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from analysis.records import RunDir, read_trials
+from analysis.records import RunDir, TrialStatus, read_trials
+from analysis.study import frozen_trials, study_directions
 from search import _adapter
+from search.config.settings import Settings
+from search.config.spaces import SpaceFile, trial_defaults
 from search.ray_session import fitting_trials
 from search.recorder import RunRecorder
-from search.schedulers import SCHEDULERS
-from search.settings import Settings
-from search.spaces import SpaceFile, trial_defaults
-from search.strategies import STUDY, _scheduler, search_and_space
-from search.trial import _ray_trial
+from search.strategies.schedulers import SCHEDULERS
+from search.strategies.searcher import STUDY, build_scheduler, search_and_space
+from search.tracking import MlflowCallback
+from search.trial import ray_trial
+from search.workers import TRIAL_ACTOR_RESOURCES, workers_trainable
 
 __all__ = [
     "EXPERIMENT",
@@ -44,7 +47,7 @@ def build_tuner(settings, space, data, recorder, name: str, trials: int, concurr
         param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=search_alg,
-            scheduler=_scheduler(settings, space),
+            scheduler=build_scheduler(settings, space),
             num_samples=trials,
             # A multi-worker trial's Train workers belong to its Tune actor: stopping the trial
             # must end that actor, so that they end with it.
@@ -69,7 +72,11 @@ def build_tuner(settings, space, data, recorder, name: str, trials: int, concurr
 
 def experiments(run_dir: Path) -> list[Path]:
     """Ray's experiment folders in ``run_dir``: the search's, then each extension's."""
-    return sorted(p for p in run_dir.glob(EXPERIMENT + "*") if p.is_dir())
+    # Not "ray*": a multi-worker run's Ray Train folder (ray_train) sorted last and was taken for the
+    # experiment, so such a run could not be resumed.
+    extensions = [p for p in run_dir.glob(EXPERIMENT + "-extend-*") if p.is_dir() and p.name.rpartition("-")[2].isdigit()]
+    first = [run_dir / EXPERIMENT] if (run_dir / EXPERIMENT).is_dir() else []
+    return first + sorted(extensions, key=lambda p: int(p.name.rpartition("-")[2]))
 
 
 def restore_tuner(experiment: Path, settings: Settings, data, run_dir: Path, recorder: RunRecorder):
@@ -110,11 +117,9 @@ def warm_started_storage(run_dir: Path, settings: Settings) -> Any:
     """
     import optuna
 
-    from analysis.study import frozen_trials, study_directions
-
     storage = optuna.storages.InMemoryStorage()
     # One direction per value frozen_trials gives: the metric's, then each objective's.
-    directions = study_directions(settings.to_dict() | {"mode": settings.mode})
+    directions = study_directions(settings.as_record())
     study = optuna.create_study(storage=storage, study_name=STUDY, directions=directions)
     study.add_trials(frozen_trials(run_dir)[0])
     return storage
@@ -124,11 +129,11 @@ def ended_trials(run_dir: Path) -> dict[str, tuple[dict, str]]:
     """Trials the run directory records as ended: {trial_id: (last result, error line or "")}."""
     ended = {}
     for record in read_trials(run_dir):
-        status = record.status.get("status", "")
-        if record.metrics and status.startswith(("completed", "stopped", "diverged")):
+        status = TrialStatus.of(record.status.get("status", ""))
+        if status.is_failed():
+            ended[record.trial_id] = ({}, record.status.get("error") or status.value)
+        elif status.is_ended() and record.metrics:
             ended[record.trial_id] = (record.metrics[-1], "")
-        elif status == "error":
-            ended[record.trial_id] = ({}, record.status.get("error") or "error")
     return ended
 
 
@@ -160,7 +165,6 @@ def set_aside_unknown_trials(run_dir: Path, known: set[str]) -> list[str]:
 def _tuner_trainable(settings: Settings, data, run_dir: Path, finished: dict | None = None) -> Any:
     defaults = trial_defaults(settings, threads=max(1, int(settings.cpus_per_trial)))
     if settings.workers_per_trial > 1:  # Ray Train workers hold the trial's resources, Tune's actor none
-        from search.workers import TRIAL_ACTOR_RESOURCES, workers_trainable
 
         trainable = workers_trainable(
             data, defaults, settings.trainable, str(run_dir), finished or {},
@@ -169,7 +173,7 @@ def _tuner_trainable(settings: Settings, data, run_dir: Path, finished: dict | N
         return tune.with_resources(trainable, TRIAL_ACTOR_RESOURCES)
     return tune.with_resources(
         tune.with_parameters(
-            _ray_trial,
+            ray_trial,
             data=data,
             defaults=defaults,
             trainable_name=settings.trainable,
@@ -185,7 +189,6 @@ def _callbacks(recorder: RunRecorder) -> list:
     # Ray's own per-trial JSON/CSV results beside ours, without its TensorBoard logger.
     callbacks = [recorder, JsonLoggerCallback(), CSVLoggerCallback()]
     if recorder.settings.mlflow:  # after the recorder, which writes each trial's status first
-        from search.tracking import MlflowCallback
 
         settings = recorder.settings
         callbacks.append(MlflowCallback(recorder.run_dir, settings.mlflow, settings.metric, settings.mode))

@@ -32,6 +32,9 @@ import ray
 from ray import tune
 from ray.util.queue import Empty, Queue
 
+from search.trial import remember_final_error, replay_or_refuse
+from trainables.contract import NOT_RETRIED, TrialDiverged, TrialInfeasible
+
 __all__ = ["TORCH_BACKEND_ENV", "TRIAL_ACTOR_RESOURCES", "workers_trainable"]
 
 TORCH_BACKEND_ENV = "IMAGE_SEARCH_TORCH_BACKEND"  # "gloo" or "nccl"; unset: Ray Train's choice
@@ -72,33 +75,20 @@ class _WorkersTrial(tune.Trainable):
         self.node_id = ray.get_runtime_context().get_node_id()
 
     def step(self) -> dict:
-        from analysis.records import trial_dir
-        from search.trial import FINAL_ERROR, REPLAYED, _RepeatedFailure
-
         fixed = self.fixed
         if self.thread is None:
-            trial_id = self.trial_id
-            if trial_id in fixed["finished"]:  # recorded as ended before the driver died
-                last, error = fixed["finished"][trial_id]
-                if error:
-                    raise RuntimeError(f"this trial failed before the run was interrupted: {error}")
-                return last | {REPLAYED: True, "done": True}
-            final = trial_dir(Path(fixed["run_dir"]), trial_id) / FINAL_ERROR
-            if final.exists():
-                raise _RepeatedFailure(final.read_text().strip())
+            replayed = replay_or_refuse(fixed["run_dir"], self.trial_id, fixed["finished"])
+            if replayed is not None:  # recorded as ended before the driver died
+                return replayed | {"done": True}
             self._start_workers()
         else:
             self.replies.put("continue")
         item = self._next_item()
         if item is None:  # the workers ended without another report
-            from trainables.classifier import NOT_RETRIED
-
             try:
                 self._raise_failure()
-            except NOT_RETRIED as error:  # as search/trial.py's _ray_trial: a retry would repeat it
-                final = trial_dir(Path(fixed["run_dir"]), self.trial_id) / FINAL_ERROR
-                final.parent.mkdir(parents=True, exist_ok=True)
-                final.write_text(f"{type(error).__name__}: {error}\n")
+            except NOT_RETRIED as error:  # as search/trial.py's ray_trial: a retry would repeat it
+                remember_final_error(fixed["run_dir"], self.trial_id, error)
                 raise
             return {"done": True}
         _, metrics, self.state = item
@@ -156,8 +146,6 @@ class _WorkersTrial(tune.Trainable):
 
     def _raise_failure(self) -> None:
         self.thread.join()
-        from trainables.classifier import TrialDiverged, TrialInfeasible
-
         if self.failure is not None:
             kinds = {"TrialInfeasible": TrialInfeasible, "TrialDiverged": TrialDiverged}
             raise kinds[self.failure[1]](self.failure[2])
@@ -226,11 +214,9 @@ class _WorkerCheckpoints:
 def _worker(loop_config: dict) -> None:
     """One Ray Train worker: the trial's trainable with torch.distributed up (Ray Train set it up)."""
     import ray.train
+    import torch  # the workers' process group; not on the driver's path
 
-    from trainables import get_trainable, gpu
-    from trainables.classifier import NOT_RETRIED
-
-    import torch
+    from trainables import get_trainable, gpu  # imports torch: not at this module's import
 
     rank = ray.train.get_context().get_world_rank()
     reports, replies = loop_config["reports"], loop_config["replies"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,8 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def digits_16():
     """scikit-learn's digits at 16 px, split as a run would split it."""
-    from trainables.data import load_dataset, split_indices
+    from trainables.data import load_dataset
+    from trainables.split import split_indices
 
     images = load_dataset("digits", 16)
     return images, split_indices(images.labels, 0.2, 0.2, seed=0)
@@ -23,7 +23,7 @@ def digits_16():
 @pytest.fixture(scope="session")
 def small_trial_data(digits_16):
     """A stratified third of digits at 16 px: enough to learn, fast to train on one thread."""
-    from trainables.data import split_indices, trial_data
+    from trainables.split import split_indices, trial_data
 
     images, _ = digits_16
     return trial_data(images, split_indices(images.labels, 0.2, 0.2, seed=0, data_fraction=0.35))
@@ -37,9 +37,9 @@ def ray_session():
     """
     import ray
 
-    from search.ray_session import start_local
+    from search.ray_session import set_ray_environment, start_local
 
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    set_ray_environment()  # as the CLI's own session: its workers inherit Ray Tune's settings
     start_local(num_cpus=2, logging_level="warning", log_to_driver=False)
     yield ray
     ray.shutdown()

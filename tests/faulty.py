@@ -4,6 +4,8 @@
 - ``nan``: trains with an absurd learning rate, so the loss becomes NaN or infinite.
 - ``kill``: the worker process kills itself (SIGKILL) after its first epoch, on its first attempt
   only; the retry resumes from that epoch's checkpoint.
+- ``oom``: trains behind a one-image "GPU" (tests/memory_limit.py): CUDA's out-of-memory error at
+  every micro-batch, in each of the trial's workers.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 
+from tests.memory_limit import MemoryLimit
 from trainables.classifier import train_classifier
 
 
@@ -28,4 +31,8 @@ def train(config, data, report, checkpoints=None):
         if fault == "kill" and first_attempt and metrics["epoch"] == 1:
             os.kill(os.getpid(), signal.SIGKILL)
 
+    if fault == "oom":
+        with MemoryLimit(images=1):
+            train_classifier(config, data, report, checkpoints)
+        return
     train_classifier(config, data, report_then_maybe_die, checkpoints)

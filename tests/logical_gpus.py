@@ -30,10 +30,10 @@ def main(out: Path) -> None:
     import ray
 
     from analysis.records import read_trials
+    from search.config.settings import settings_from_mapping
+    from search.config.spaces import load_space
     from search.engine import run_search
     from search.ray_session import start_local
-    from search.settings import settings_from_mapping
-    from search.spaces import load_space
     from search.workers import TORCH_BACKEND_ENV
 
     os.environ[TORCH_BACKEND_ENV] = "gloo"  # the declared GPUs are not visible to torch

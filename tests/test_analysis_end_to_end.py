@@ -18,8 +18,8 @@ import pytest
 from analysis.leaderboard import build_leaderboard
 from analysis.records import read_json
 from analysis.rerun import load_trial_data
+from search.config.spaces import load_space, resolve_settings
 from search.engine import run_search
-from search.spaces import load_space, resolve_settings
 from tests.conftest import REPO, write_png_folder
 
 pytestmark = pytest.mark.slow
@@ -91,7 +91,7 @@ def test_report_importance_and_the_exported_study(colour_run):
 
 
 def test_retrain_tests_k_times_s_models_on_images_no_trial_saw(colour_run, retrained):
-    from analysis.retrain import load_final_data
+    from analysis.final_data import load_final_data
 
     run_dir, _ = colour_run
     table, lines = retrained

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from analysis.records import read_trials
+from search.config.spaces import load_space, resolve_settings
 from search.engine import run_search
-from search.spaces import load_space, resolve_settings
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

@@ -11,9 +11,9 @@ import pytest
 
 from analysis.leaderboard import build_leaderboard, dominates
 from analysis.records import read_trials
+from search.config.spaces import load_space, resolve_settings
 from search.engine import read_settings, run_search
 from search.tuner import warm_started_storage
-from search.spaces import load_space, resolve_settings
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 
 from analysis.records import read_json, read_trials
+from search.config.spaces import load_space, resolve_settings
 from search.engine import run_search
-from search.spaces import load_space, resolve_settings
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ from analysis.records import read_trials
 from benchmarks import search_quality
 from search.engine import execute_run
 from search.prepare import prepare_run
-from search.samplers import SAMPLERS
-from search.spaces import load_space, resolve_settings, trial_defaults
+from search.strategies.samplers import SAMPLERS
+from search.config.spaces import load_space, resolve_settings, trial_defaults
 from tests.conftest import REPO
 from trainables.replay import open_table, replay
 

@@ -24,7 +24,7 @@ from tests.listening_sockets import is_loopback, tree_listeners
 _SESSION = """
 import sys, ray
 from search.ray_session import connect
-from search.settings import Settings
+from search.config.settings import Settings
 assert connect(Settings())
 @ray.remote
 def node_ip():

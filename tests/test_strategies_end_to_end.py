@@ -9,8 +9,8 @@ import pytest
 from analysis.leaderboard import build_leaderboard
 from analysis.records import read_json, read_trials
 from analysis.retrain import retrain
+from search.config.spaces import load_space, resolve_settings
 from search.engine import run_search
-from search.spaces import load_space, resolve_settings
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow

@@ -10,11 +10,16 @@ import pandas as pd
 import pytest
 
 from analysis.records import read_trials
+from search.config.spaces import load_space, resolve_settings
 from search.engine import run_search
-from search.spaces import load_space, resolve_settings
 from tests.conftest import REPO, write_png_folder
 
 pytestmark = pytest.mark.slow
+
+# benchmarks/test_bounds.py, "features": the lowest over seeds 1-5 (best val_acc 0.78, the retrained
+# winner's test_acc 0.72), less a margin (chance is 0.1).
+BEST_VAL_ACC = 0.65
+RETRAINED_TEST_ACC = 0.6
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +46,11 @@ def test_features_trials_rank_on_the_leaderboard_with_their_classifier_parameter
     assert {"classifier", "standardize"} <= set(board.columns)
     for classifier in board["classifier"]:
         assert classifier in ("logistic_regression", "random_forest", "svm")
-    if "n_estimators" in board:  # conditional: only random-forest trials have it
-        assert board["n_estimators"].notna().tolist() == (board["classifier"] == "random_forest").tolist()
+    # Conditional: only random-forest trials have it (no column at all when none drew the forest).
+    n_estimators = board["n_estimators"] if "n_estimators" in board else pd.Series(np.nan, index=board.index)
+    assert n_estimators.notna().tolist() == (board["classifier"] == "random_forest").tolist()
     assert (board["best_epoch"] == 1).all() and (board["epochs"] == 1).all()
-    assert board["val_acc"].iloc[0] == board["val_acc"].max() > 0.3  # chance is 0.1
+    assert board["val_acc"].iloc[0] == board["val_acc"].max() > BEST_VAL_ACC
     assert "top 5 by val_acc" in output
     records = read_trials(run_dir)
     reports = [r.metrics[0] for r in records]
@@ -63,7 +69,7 @@ def test_retrain_tests_features_models_and_compares_an_ensemble(features_run, ca
     printed = capsys.readouterr().out
     results = pd.read_csv(run_dir / "test_results.csv", dtype={"trial_id": str})
     assert len(results) == 2 and (results["seeds"] == 1).all()
-    assert results["test_acc_mean"].iloc[0] > 0.3
+    assert results["test_acc_mean"].iloc[0] > RETRAINED_TEST_ACC
     assert results["test_acc_tta_mean"].notna().all()  # flip TTA, side by side
     assert "flip TTA" in printed and "ensemble vs. single best" in printed
     for trial_id in results["trial_id"]:
@@ -95,12 +101,12 @@ def test_retrain_tests_features_models_and_compares_an_ensemble(features_run, ca
 
 
 def test_predict_refits_the_features_winner(features_run, tmp_path):
+    from analysis.final_data import load_final_data
     from analysis.predict import predict
-    from analysis.retrain import load_final_data
+    from analysis.retrain import retrain
 
     run_dir, _ = features_run
-    if not (run_dir / "test_results.csv").is_file():
-        pytest.skip("needs the retrain of the previous test")
+    retrain(run_dir, top_k=1, seeds=1, out=[].append)  # reuses the previous test's model, or fits it
     data = load_final_data(run_dir)
     chosen = np.arange(6)  # the first train + validation images: the retrain stored their probabilities
     folder = write_png_folder(tmp_path, data.train_images[chosen], data.train_labels[chosen], list(data.classes))

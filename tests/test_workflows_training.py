@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from analysis.records import read_json, read_trials
+from search.config.sampling import dry_run
+from search.config.spaces import load_space, resolve_settings
 from search.engine import run_search
-from search.spaces import dry_run, load_space, resolve_settings
 from tests.conftest import REPO, write_png_folder
 
 pytestmark = pytest.mark.slow
@@ -81,14 +82,15 @@ def test_imbalanced_ranks_by_balanced_accuracy_and_searches_class_weights(ray_se
 
 def test_resolution_trains_retrains_and_predicts_at_the_trial_size(ray_session, tmp_path_factory):
     from analysis.predict import predict
-    from analysis.retrain import load_classifier, retrain, retrained_models
+    from analysis.retrain import retrain
+    from analysis.store import load_retrained, retrained_models
 
     run_dir = _search(tmp_path_factory, "resolution.py", data_fraction=0.2, max_epochs=2, grace_period_epochs=1)
     table = _board(run_dir)
     assert {"image_size", "conv_blocks", "base_width"} <= set(table.columns)
     assert set(table["image_size"]) <= {16, 24, 32}
     retrain(run_dir, top_k=1, seeds=1, out=[].append)
-    model = load_classifier(retrained_models(run_dir)[0])
+    model = load_retrained(run_dir, retrained_models(run_dir)[0])
     assert model.config.image_size == int(table["image_size"].iloc[0])
     image = tmp_path_factory.mktemp("predict") / "one.png"
     from PIL import Image

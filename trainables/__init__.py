@@ -13,7 +13,10 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from trainables.names import did_you_mean
+
 __all__ = [
+    "DEFAULT_TRAINABLE",
     "TRAINABLES",
     "Trainable",
     "get_config_class",
@@ -41,6 +44,10 @@ class Trainable:
       ``(images, labels, classes)`` for a trainable that refits instead of storing weights.
     - ``mutable``: the config keys it can change between two epochs of one trial (a PBT clone
       continues from its parent's checkpoint with them mutated); None: it cannot.
+    - ``measure_memory``: ``fn(config, data) -> bytes``, the peak GPU memory of one trial cycle
+      (``--gpu-packing auto``: search/gpu_packing.py); None: it cannot be packed by measurement.
+    - ``check_run``: ``fn(checked_config, max_epochs, image_size)``, raising ValueError when a trial
+      asks for more than its run gives (the dry run calls it); None: nothing to check.
     """
 
     name: str
@@ -49,6 +56,8 @@ class Trainable:
     fit: str
     load: str
     mutable: str | None = None
+    check_run: str | None = None
+    measure_memory: str | None = None
     stored_files: tuple[str, ...] = ()  # what a stored model needs besides model.json
     refit_summary: str = "{epochs} epoch(s)"  # what retrain prints per model (str.format, epochs=)
 
@@ -62,6 +71,8 @@ class Trainable:
 
 
 TRAINABLES: dict[str, Trainable] = {}
+# The trainable of a run (Settings.trainable) or a stored model (model.json) that names none.
+DEFAULT_TRAINABLE = "classifier"
 
 
 def register(entry: Trainable) -> Trainable:
@@ -80,6 +91,8 @@ register(
         fit="trainables.classifier:fit_classifier",
         load="trainables.classifier:load_classifier",
         mutable="trainables.classifier:PBT_MUTABLE",
+        check_run="trainables.classifier:check_against_run",
+        measure_memory="trainables.classifier:measure_step_memory",
         stored_files=("model.pt",),
     )
 )
@@ -97,7 +110,6 @@ register(
 
 def get_entry(name: str) -> Trainable:
     """The registered trainable ``name``; ValueError naming the closest registered name if none."""
-    from trainables._names import did_you_mean
 
     if name not in TRAINABLES:
         raise ValueError(f"unknown trainable {name!r}: expected one of {sorted(TRAINABLES)}" + did_you_mean(name, TRAINABLES))
@@ -106,7 +118,6 @@ def get_entry(name: str) -> Trainable:
 
 def get_trainable(name: str) -> Callable:
     """The trainable called ``name`` in TRAINABLES, or any importable ``"package.module:function"``."""
-    from trainables._names import did_you_mean
 
     if name not in TRAINABLES and ":" not in name:
         raise ValueError(

@@ -7,7 +7,7 @@ a resumed trial replays the same augmentation. Only training batches are augment
 test and prediction never call this module.
 
 Images arrive as (N, 3, S, S) uint8 or float tensors on the 0..255 scale; an enabled augmentation
-returns float32 on the same scale (``trainables.classifier._Normalizer`` takes either), a disabled
+returns float32 on the same scale (``trainables.classifier.numerics.Normalizer`` takes either), a disabled
 one returns its input untouched.
 """
 

@@ -1,4 +1,7 @@
-"""Data: load an image data set once, resize it once, split it stratified and deterministically.
+"""Data: load an image data set once, resized once, through the decoded-image cache.
+
+The catalogue of sources is trainables/datasets.py, the split trainables/split.py, the decoding of
+one file trainables/images.py.
 
 Every data set becomes the same thing, an ``ImageSet``: uint8 images of shape (N, 3, S, S) and
 int64 labels. Image files (an ImageFolder, food101, flowers102, oxford_pets) are decoded once into
@@ -6,23 +9,6 @@ the data cache (trainables/cache.py): memory-mapped uint8 shards that every tria
 and later run of the same files reads, so ``images`` is then a ``CachedImages`` (array-like, on
 disk) and a trial receives the cache's path and its indices, not pixels. The small array sets
 (digits, CIFAR, STL-10) stay in-memory arrays, cached only when trials stream (``cache_arrays``).
-
-Sources:
-- ``digits``: scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), shipped with the
-  package, so it works offline. Upscaled bilinearly to S x S and repeated to 3 channels.
-- ``digits_longtail``: the same digits, class k cut to 10 ** (-k / 9) of its images (178 of
-  digit 0 down to 18 of digit 9): a deliberately imbalanced set, offline.
-- ``cifar10`` / ``cifar100`` / ``stl10``: torchvision's loaders; downloaded when online. The
-  official test set is kept as the test split (STL-10: its 13,000 labelled images only).
-- ``flowers102`` / ``food101`` / ``oxford_pets``: downloaded by torchvision into the data root
-  when online, then read from their files (official test split kept). Offline, a DatasetError
-  says which archive to place where. ``IMAGE_SEARCH_OFFLINE=1`` skips the download attempt.
-- a directory in ImageFolder layout (``root/<class>/<image>``): every readable image, resized
-  (shorter side to S, then centre crop). Unreadable files are skipped with a warning and listed.
-
-``classes`` keeps a subset: a number (the first N classes in the data set's order) or
-comma-separated class names. File-based sets record each file's relative path and size
-(``file_record``), so that a later reader can refuse changed data (``check_unchanged``).
 """
 
 from __future__ import annotations
@@ -31,88 +17,33 @@ import functools
 import hashlib
 import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
-from trainables.cache import DEFAULT_CACHE, CacheError, CachedImages, Decoded, ImageView, build_or_open, cache_key
+from trainables.cache import (
+    DEFAULT_CACHE,
+    CacheError,
+    Decoded,
+    build_or_open,
+    cache_key,
+    check_writable,
+    open_cache,
+)
+from trainables.configs import bytes_from_env
+from trainables.datasets import DatasetError, ImageSet, Source, resolve_source
+from trainables.images import UNREADABLE_IMAGE_ERRORS, load_image
 
-__all__ = [
-    "DATASETS",
-    "DEFAULT_DATA_ROOT",
-    "DataChanged",
-    "DatasetError",
-    "check_unchanged",
-    "file_record",
-    "ImageSet",
-    "Split",
-    "TrialData",
-    "load_dataset",
-    "load_image",
-    "split_indices",
-    "trial_data",
-]
+__all__ = ["AUTO_STREAM_BYTES", "check_cache", "choose_loading", "load_dataset", "open_source"]
 
-DATASETS = ("digits", "digits_longtail", "cifar10", "cifar100", "stl10", "flowers102", "food101", "oxford_pets")
-# Where torchvision's data sets are downloaded to and read from, unless data_root says otherwise.
-DEFAULT_DATA_ROOT = "~/.cache/image-search/data"
+
 # Images per cache shard (and per decode task): 1024 images of 224 px are 154 MB.
 CHUNK_IMAGES = 1024
+
+
 # How every file is turned into stored pixels (part of the cache key: change it, and caches rebuild).
 PREPROCESSING = "rgb, shorter side resized (bilinear, antialiased), centre crop; torchvision"
-# digits_longtail: class k keeps LONGTAIL_RATIO ** (-k / 9) of its images, so the last class has
-# 1 / LONGTAIL_RATIO as many as the first (about 178 down to 18): an imbalanced set that works offline.
-LONGTAIL_RATIO = 10.0
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-class DatasetError(ValueError):
-    """A data set that cannot be loaded as asked: missing, empty, or not reachable offline."""
-
-
-class DataChanged(ValueError):
-    """The data set's files differ from the ones a run split: its recorded indices no longer apply."""
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    images: np.ndarray  # (N, 3, S, S) uint8
-    labels: np.ndarray  # (N,) int64, indices into classes
-    classes: tuple[str, ...]
-    # Indices that form the data set's own test split (CIFAR's official test set); None: none.
-    fixed_test: np.ndarray | None = None
-    # Files that could not be read and were skipped (ImageFolder only).
-    skipped: tuple[str, ...] = field(default=())
-    # File-based sets: (relative path, bytes) of every listed file, in data set order, and the
-    # folder they are relative to; None for array sets (digits, CIFAR, STL-10).
-    files: tuple[tuple[str, int], ...] | None = None
-    files_root: str = ""
-
-
-@dataclass(frozen=True)
-class Split:
-    train: np.ndarray  # indices into the ImageSet
-    val: np.ndarray
-    test: np.ndarray
-
-
-@dataclass(frozen=True)
-class TrialData:
-    """What a trial receives: train and validation images only. The test split never gets here.
-
-    Images are arrays, or ``ImageView``s of the data cache (a path and indices: what travels to a
-    trial; ``np.asarray`` reads them). ``loading`` "stream": the classifier streams batches from
-    the memory-mapped shards (trainables/streaming.py) instead of copying the set to its device.
-    """
-
-    train_images: Any  # (N, 3, S, S) uint8: np.ndarray or ImageView
-    train_labels: np.ndarray
-    val_images: Any
-    val_labels: np.ndarray
-    classes: tuple[str, ...]
-    loading: str = "memory"  # "memory" | "stream"
 
 
 def load_dataset(
@@ -133,59 +64,6 @@ def load_dataset(
     """
     source = resolve_source(name, image_size, data_root, classes)
     return open_source(source, cache, decode_map, out or (lambda line: None), cache_arrays)
-
-
-@dataclass(frozen=True)
-class Source:
-    """A data set resolved and listed, not decoded yet: what ``open_source`` turns into an ImageSet."""
-
-    name: str
-    image_size: int
-    classes: tuple[str, ...]
-    # File-based: the folder, and (relative path, bytes, mtime ns, label) per file in data set order.
-    root: str = ""
-    entries: tuple[tuple[str, int, int, int], ...] = ()
-    # Array-based: the images are here already (at their own size), with their labels.
-    array: ImageSet | None = None
-    fixed_test_files: frozenset[str] = frozenset()  # relative paths of the official test split
-
-    @property
-    def count(self) -> int:
-        return len(self.array.labels) if self.array is not None else len(self.entries)
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Labels as listed (before unreadable files are skipped): enough to check the split."""
-        if self.array is not None:
-            return self.array.labels
-        return np.asarray([e[3] for e in self.entries], dtype=np.int64)
-
-    def decoded_bytes(self) -> int:
-        return self.count * 3 * self.image_size**2
-
-
-def resolve_source(name: str, image_size: int, data_root=None, classes: str = "") -> Source:
-    """Find and list data set ``name``, keeping ``classes``; DatasetError for anything wrong."""
-    root = Path(data_root or DEFAULT_DATA_ROOT).expanduser()
-    if name == "digits":
-        return _array_source(name, _digits(image_size), image_size, classes)
-    if name == "digits_longtail":
-        return _array_source(name, _long_tail(_digits(image_size), LONGTAIL_RATIO), image_size, classes)
-    if name in ("cifar10", "cifar100", "stl10"):
-        return _array_source(name, _torchvision_arrays(name, image_size, root), image_size, classes)
-    if name in _FILE_SETS:
-        return _named_file_source(name, image_size, root, classes)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return _image_folder_source(path, image_size, classes)
-    if os.sep in name or name.startswith(".") or path.suffix:
-        raise DatasetError(f"dataset directory {str(path)!r} does not exist")
-    from trainables._names import did_you_mean
-
-    raise DatasetError(
-        f"unknown dataset {name!r}: expected one of {list(DATASETS)} or an ImageFolder directory"
-        + did_you_mean(name, DATASETS)
-    )
 
 
 def open_source(
@@ -262,14 +140,16 @@ def _plan(source: Source, cache) -> tuple[Path, str, list, dict]:
     return cache_root, cache_key(description), chunks, description
 
 
-# "auto" data loading streams from this many bytes of train + validation pixels (README, "Data").
+# "auto" data loading streams from this many bytes of train + validation pixels (README, "Data");
+# the environment variable AUTO_STREAM_ENV overrides it for the driver that sets it.
 AUTO_STREAM_BYTES = 2**30
+AUTO_STREAM_ENV = "IMAGE_SEARCH_AUTO_STREAM_BYTES"
 
 
 def choose_loading(mode: str, nbytes: int) -> str:
     """"memory" or "stream" for data loading ``mode`` and ``nbytes`` of train + validation pixels."""
     if mode == "auto":
-        return "stream" if nbytes >= AUTO_STREAM_BYTES else "memory"
+        return "stream" if nbytes >= bytes_from_env(AUTO_STREAM_ENV, AUTO_STREAM_BYTES) else "memory"
     return mode
 
 
@@ -278,7 +158,6 @@ def check_cache(source: Source, cache=None, cache_arrays: bool = False) -> None:
     images (writable, with room). DatasetError naming the folder otherwise."""
     if source.array is not None and not cache_arrays:
         return
-    from trainables.cache import check_writable, open_cache
 
     cache_root, key, _, _ = _plan(source, cache)
     if open_cache(cache_root / key, verify="size") is None:
@@ -308,385 +187,3 @@ def _decode_files(root: str, relative: tuple[str, ...], labels: tuple[int, ...],
         kept.append(label)
     array = np.stack(images) if images else np.zeros((0, 3, image_size, image_size), dtype=np.uint8)
     return Decoded(images=array, labels=np.asarray(kept, dtype=np.int64), skipped=tuple(skipped))
-
-
-def select_classes(available: tuple[str, ...], classes: str, dataset: str) -> tuple[str, ...]:
-    """The classes ``classes`` keeps: all (""), the first N ("10"), or the named ones ("a,b")."""
-    from trainables._names import did_you_mean
-
-    text = str(classes).strip()
-    if not text:
-        return available
-    if text.isdigit():
-        count = int(text)
-        if not 2 <= count <= len(available):
-            raise DatasetError(
-                f"`classes` is {text!r}, but data set {dataset!r} has {len(available)} classes: "
-                f"keep between 2 and {len(available)}, or name them (comma-separated)"
-            )
-        return available[:count]
-    names = tuple(name.strip() for name in text.split(",") if name.strip())
-    for name in names:
-        if name not in available:
-            raise DatasetError(
-                f"`classes` names {name!r}, but data set {dataset!r} has no such class"
-                + did_you_mean(name, available)
-                + f"; its classes are {list(available[:12])}{' ...' if len(available) > 12 else ''}"
-            )
-    if len(set(names)) < 2:
-        raise DatasetError(f"`classes` is {text!r}, but a classifier needs at least 2 different classes")
-    return tuple(name for name in available if name in names)  # the data set's own order
-
-
-def _array_source(name: str, images: ImageSet, image_size: int, classes: str) -> Source:
-    chosen = select_classes(images.classes, classes, name)
-    if chosen != images.classes:
-        old = [images.classes.index(c) for c in chosen]
-        keep = np.flatnonzero(np.isin(images.labels, old))
-        remap = np.full(len(images.classes), -1, dtype=np.int64)
-        remap[old] = np.arange(len(old))
-        fixed = None
-        if images.fixed_test is not None:
-            fixed = np.flatnonzero(np.isin(keep, images.fixed_test))
-        images = ImageSet(images=images.images[keep], labels=remap[images.labels[keep]], classes=chosen, fixed_test=fixed)
-    return Source(name=name, image_size=image_size, classes=chosen, array=images)
-
-
-def _listed(root: Path, relative: Iterable[tuple[str, int]], classes: tuple[str, ...], image_size: int, name: str,
-            fixed_test: frozenset[str] = frozenset()) -> Source:  # fmt: skip
-    entries = []
-    for rel, label in relative:
-        try:
-            stat = (root / rel).stat()
-        except OSError as error:
-            raise DatasetError(f"data set {name!r}: file {str(root / rel)!r} is listed but cannot be read ({error.strerror})") from None
-        entries.append((rel, stat.st_size, stat.st_mtime_ns, label))
-    return Source(name=name, image_size=image_size, classes=classes, root=str(root), entries=tuple(entries),
-                  fixed_test_files=fixed_test)  # fmt: skip
-
-
-def _image_folder_source(root: Path, image_size: int, classes: str) -> Source:
-    root = root.resolve()
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise DatasetError(
-            f"dataset directory {str(root)!r} has no class sub-folders: expected {root}/<class>/<image>"
-        )
-    chosen = select_classes(tuple(p.name for p in class_dirs), classes, str(root))
-    listed = []
-    for label, name in enumerate(chosen):
-        class_dir = root / name
-        files = sorted(
-            p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        )
-        if not files:
-            raise DatasetError(
-                f"class folder {str(class_dir)!r} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})"
-            )
-        listed += [(str(p.relative_to(root)), label) for p in files]
-    return _listed(root, listed, chosen, image_size, str(root))
-
-
-def file_record(images: ImageSet) -> dict:
-    """What split.json records of a file-based set: the folder, each file's relative path and size,
-    and a hash of that list; {} for array sets."""
-    if images.files is None:
-        return {}
-    return {"files_root": images.files_root, "files": [list(f) for f in images.files], "files_hash": _files_hash(images.files)}
-
-
-def _files_hash(files) -> str:
-    return hashlib.sha256("\n".join(f"{rel}\t{size}" for rel, size in files).encode()).hexdigest()
-
-
-def check_unchanged(recorded: dict, settings: dict, where: str = "split.json") -> None:
-    """Raise DataChanged naming the first file added, removed or changed since ``recorded``
-    (split.json's contents) was written. Runs without decoding anything; array sets pass."""
-    if "files" not in recorded:
-        return
-    source = resolve_source(
-        settings["dataset"], settings["image_size"], settings.get("data_root") or None, settings.get("classes", "")
-    )
-    now = [(e[0], e[1]) for e in source.entries]
-    if _files_hash(now) == recorded["files_hash"]:
-        return
-    before = {rel: size for rel, size in recorded["files"]}
-    current = dict(now)
-    root = recorded.get("files_root", source.root)
-    for rel, size in now:
-        if rel not in before:
-            raise DataChanged(_changed(f"file {str(Path(root) / rel)!r} was added", where))
-        if before[rel] != size:
-            raise DataChanged(_changed(f"file {str(Path(root) / rel)!r} changed ({before[rel]} bytes then, {size} now)", where))
-    for rel, _ in recorded["files"]:
-        if rel not in current:
-            raise DataChanged(_changed(f"file {str(Path(root) / rel)!r} was removed", where))
-    raise DataChanged(_changed("the files are listed in another order", where))
-
-
-def _changed(what: str, where: str) -> str:
-    return (
-        f"the data set changed since the run split it: {what}. The indices in {where} would now point at "
-        "other images; restore the data as it was, or start a new run on the new data"
-    )
-
-
-def split_indices(
-    labels: np.ndarray,
-    val_fraction: float,
-    test_fraction: float,
-    seed: int,
-    data_fraction: float = 1.0,
-    fixed_test: np.ndarray | None = None,
-) -> Split:
-    """Stratified train/val/test indices, the same for the same arguments on any machine.
-
-    ``data_fraction`` first keeps a stratified share of the data. With ``fixed_test`` the test split
-    is those indices (kept in the same share) and validation is drawn from the rest.
-    """
-    from sklearn.model_selection import train_test_split
-
-    labels = np.asarray(labels)
-    everything = np.arange(len(labels))
-    try:
-        if fixed_test is not None:
-            test = np.asarray(fixed_test)
-            pool = np.setdiff1d(everything, test)
-            if data_fraction < 1:
-                pool = _keep(pool, labels, data_fraction, seed)
-                test = _keep(test, labels, data_fraction, seed)
-            # val_fraction is a share of the whole data set, so take it from the pool accordingly.
-            val_share = min(0.9, val_fraction / max(1e-9, 1 - len(test) / (len(test) + len(pool))))
-            train, val = train_test_split(pool, test_size=val_share, stratify=labels[pool], random_state=seed)
-        else:
-            pool = _keep(everything, labels, data_fraction, seed) if data_fraction < 1 else everything
-            rest, test = train_test_split(
-                pool, test_size=test_fraction, stratify=labels[pool], random_state=seed
-            )
-            train, val = train_test_split(
-                rest,
-                test_size=val_fraction / (1 - test_fraction),
-                stratify=labels[rest],
-                random_state=seed,
-            )
-    except ValueError as error:
-        counts = np.bincount(labels)
-        raise DatasetError(
-            f"cannot split the data set stratified ({error}); the smallest class has "
-            f"{counts[counts > 0].min()} images: every class needs enough images for train, "
-            "validation and test (raise data_fraction or add images)"
-        ) from None
-    return Split(train=np.sort(train), val=np.sort(val), test=np.sort(test))
-
-
-def _keep(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    from sklearn.model_selection import train_test_split
-
-    kept, _ = train_test_split(indices, train_size=fraction, stratify=labels[indices], random_state=seed)
-    return np.sort(kept)
-
-
-def trial_data(images: ImageSet, split: Split, loading: str = "memory") -> TrialData:
-    """The train and validation images of ``split``: views of the data cache when there is one
-    (a trial then receives the cache's path and indices), else copies of the arrays."""
-    if isinstance(images.images, CachedImages):
-        pick = lambda index: ImageView(images.images, index)  # noqa: E731
-    else:
-        if loading == "stream":
-            raise ValueError("streaming trials need the images in the data cache (load_dataset(..., cache_arrays=True))")
-        pick = lambda index: images.images[index]  # noqa: E731
-    return TrialData(
-        train_images=pick(split.train),
-        train_labels=images.labels[split.train],
-        val_images=pick(split.val),
-        val_labels=images.labels[split.val],
-        classes=images.classes,
-        loading=loading,
-    )
-
-
-def _long_tail(images: ImageSet, ratio: float) -> ImageSet:
-    """Keep the first ceil(n_k * ratio ** (-k / (K - 1))) images of class k (in data set order)."""
-    classes = len(images.classes)
-    keep = []
-    for k in range(classes):
-        members = np.flatnonzero(images.labels == k)
-        share = ratio ** (-k / max(1, classes - 1))
-        keep.append(members[: int(np.ceil(len(members) * share))])
-    kept = np.sort(np.concatenate(keep))
-    return ImageSet(images=images.images[kept], labels=images.labels[kept], classes=images.classes)
-
-
-def _digits(image_size: int) -> ImageSet:
-    import torch
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    pixels = torch.from_numpy(digits.images.astype(np.float32) * (255.0 / 16.0))[:, None]
-    resized = torch.nn.functional.interpolate(
-        pixels, size=(image_size, image_size), mode="bilinear", align_corners=False
-    )
-    images = resized.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
-    return ImageSet(
-        images=images.numpy(),
-        labels=digits.target.astype(np.int64),
-        classes=tuple(str(c) for c in digits.target_names),
-    )
-
-
-# Where each torchvision set's archives go (relative to the data root), for the offline error.
-_ARCHIVES = {
-    "cifar10": ("cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
-    "cifar100": ("cifar-100-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
-    "stl10": ("stl10_binary.tar.gz", "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"),
-    "food101": ("food-101.tar.gz", "http://data.vision.ee.ethz.ch/cvl/food-101.tar.gz"),
-    "flowers102": (
-        "flowers-102/102flowers.tgz, flowers-102/imagelabels.mat and flowers-102/setid.mat",
-        "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/",
-    ),
-    "oxford_pets": (
-        "oxford-iiit-pet/images.tar.gz and oxford-iiit-pet/annotations.tar.gz",
-        "https://www.robots.ox.ac.uk/~vgg/data/pets/data/",
-    ),
-}
-
-
-def _offline() -> bool:
-    return os.environ.get("IMAGE_SEARCH_OFFLINE", "").strip() not in ("", "0")
-
-
-def _not_available(name: str, root: Path, error: object) -> DatasetError:
-    archive, url = _ARCHIVES[name]
-    return DatasetError(
-        f"dataset {name!r} is not in {root} and could not be downloaded ({error}); connect to the internet "
-        f"once, or download {url} yourself and place {archive} in {root} (it is checked and extracted there "
-        "on the next run), or use --dataset digits or an ImageFolder directory"
-    )
-
-
-def _download(name: str, root: Path, make: Callable[[], Any]) -> Any:
-    """Run torchvision's downloading constructor ``make``; a DatasetError saying where the archive
-    goes when it fails (offline), or at once with IMAGE_SEARCH_OFFLINE=1 and no archive there."""
-    if _offline():
-        archives = [root / part.strip() for part in _ARCHIVES[name][0].replace(" and ", ",").split(",")]
-        if not all(path.is_file() for path in archives):
-            raise _not_available(name, root, "IMAGE_SEARCH_OFFLINE is set")
-    try:
-        return make()
-    except Exception as error:  # torchvision raises URLError, RuntimeError or OSError offline
-        raise _not_available(name, root, error) from None
-
-
-def _torchvision_arrays(name: str, image_size: int, root: Path) -> ImageSet:
-    import torch
-    import torchvision
-
-    if name == "stl10":
-        parts = _download(name, root, lambda: [torchvision.datasets.STL10(str(root), split=s, download=True) for s in ("train", "test")])
-        arrays = np.concatenate([p.data for p in parts]).transpose(0, 2, 3, 1)  # (N, 96, 96, 3) uint8
-        labels = np.concatenate([np.asarray(p.labels) for p in parts]).astype(np.int64)
-    else:
-        loader = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-        parts = _download(name, root, lambda: [loader(str(root), train=train, download=True) for train in (True, False)])
-        arrays = np.concatenate([p.data for p in parts])  # (N, 32, 32, 3) uint8
-        labels = np.concatenate([np.asarray(p.targets) for p in parts]).astype(np.int64)
-    images = torch.from_numpy(arrays).permute(0, 3, 1, 2)
-    if image_size != images.shape[-1]:
-        images = _resize_uint8(images, image_size)
-    return ImageSet(
-        images=images.contiguous().numpy(),
-        labels=labels,
-        classes=tuple(parts[0].classes),
-        fixed_test=np.arange(len(parts[0].data), len(arrays)),
-    )
-
-
-def _named_file_source(name: str, image_size: int, root: Path, classes: str) -> Source:
-    """flowers102, food101, oxford_pets: downloaded by torchvision, read from their own file lists."""
-    import torchvision
-
-    datasets = torchvision.datasets
-    if name == "food101":
-        base = root / "food-101"
-        if not (base / "meta" / "train.json").is_file():
-            _download(name, root, lambda: datasets.Food101(str(root), split="train", download=True))
-        import json
-
-        parts = {split: json.loads((base / "meta" / f"{split}.json").read_text()) for split in ("train", "test")}
-        available = tuple(sorted(parts["train"]))
-        chosen = select_classes(available, classes, name)
-        listed, test = [], set()
-        for split, meta in parts.items():
-            for label, class_name in enumerate(chosen):
-                for rel in meta[class_name]:
-                    listed.append((f"images/{rel}.jpg", label))
-                    if split == "test":
-                        test.add(f"images/{rel}.jpg")
-        return _listed(base, listed, chosen, image_size, name, frozenset(test))
-    if name == "oxford_pets":
-        base = root / "oxford-iiit-pet"
-        if not (base / "annotations" / "trainval.txt").is_file():
-            _download(name, root, lambda: datasets.OxfordIIITPet(str(root), split="trainval", download=True))
-        rows = {split: [line.split() for line in (base / "annotations" / f"{split}.txt").read_text().splitlines() if line.strip()]
-                for split in ("trainval", "test")}  # fmt: skip
-        # Class names as torchvision's: the image name's breed part, title-cased.
-        by_number = {int(r[1]) - 1: " ".join(p.title() for p in r[0].rsplit("_", 1)[0].split("_")) for r in rows["trainval"]}
-        available = tuple(by_number[k] for k in sorted(by_number))
-        chosen = select_classes(available, classes, name)
-        label_of = {available.index(c): k for k, c in enumerate(chosen)}
-        listed, test = [], set()
-        for split, lines in rows.items():
-            for r in lines:
-                if int(r[1]) - 1 in label_of:
-                    listed.append((f"images/{r[0]}.jpg", label_of[int(r[1]) - 1]))
-                    if split == "test":
-                        test.add(f"images/{r[0]}.jpg")
-        return _listed(base, listed, chosen, image_size, name, frozenset(test))
-    # flowers102
-    base = root / "flowers-102"
-    if not all((base / f).is_file() for f in ("imagelabels.mat", "setid.mat")) or not (base / "jpg").is_dir():
-        _download(name, root, lambda: datasets.Flowers102(str(root), split="train", download=True))
-    from scipy.io import loadmat
-
-    labels = loadmat(base / "imagelabels.mat", squeeze_me=True)["labels"] - 1
-    test_ids = set(np.atleast_1d(loadmat(base / "setid.mat", squeeze_me=True)["tstid"]).tolist())
-    available = tuple(datasets.Flowers102.classes)
-    chosen = select_classes(available, classes, name)
-    label_of = {available.index(c): k for k, c in enumerate(chosen)}
-    listed = [(f"jpg/image_{i:05d}.jpg", label_of[int(label)]) for i, label in enumerate(labels, 1) if int(label) in label_of]
-    test = frozenset(f"jpg/image_{i:05d}.jpg" for i in test_ids)
-    return _listed(base, listed, chosen, image_size, name, test)
-
-
-_FILE_SETS = ("flowers102", "food101", "oxford_pets")
-
-
-def _resize_uint8(images, image_size: int):
-    import torch
-
-    out = []
-    for chunk in images.split(4096):
-        resized = torch.nn.functional.interpolate(
-            chunk.float(), size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False
-        )
-        out.append(resized.round().clamp(0, 255).to(torch.uint8))
-    return torch.cat(out)
-
-
-# What reading a broken, truncated or non-image file raises (PIL's UnidentifiedImageError is an OSError).
-UNREADABLE_IMAGE_ERRORS = (OSError, ValueError)
-
-
-def load_image(path: str | os.PathLike, image_size: int):
-    """One image file as a (3, S, S) uint8 tensor: RGB, shorter side resized to S, centre crop.
-
-    The preprocessing of every ImageFolder image, used again by ``predict`` so that a new image is
-    seen exactly as the training images were. Raises OSError/ValueError for an unreadable file.
-    """
-    import torchvision.transforms.functional as TF
-    from PIL import Image
-
-    with Image.open(path) as image:
-        tensor = TF.pil_to_tensor(image.convert("RGB"))
-    tensor = TF.resize(tensor, image_size, antialias=True)
-    return TF.center_crop(tensor, [image_size, image_size])

@@ -34,9 +34,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from trainables._config import config_from_mapping
-from trainables._names import did_you_mean
-from trainables.data import TrialData
+from trainables.configs import config_from_mapping
+from trainables.contract import TrialData
+from trainables.metrics import balanced_accuracy, log_loss
+from trainables.names import did_you_mean
 
 __all__ = [
     "CLASSIFIERS",
@@ -82,7 +83,7 @@ class FeatureConfig:
     threads: int = 1  # torch threads while extracting, scikit-learn's threads while fitting
 
     def __post_init__(self) -> None:
-        from trainables.models import SCRATCH_MODEL
+        from trainables.models import SCRATCH_MODEL  # imports torch: not at this module's import
 
         for field, value, choices in (("classifier", self.classifier, CLASSIFIERS), ("kernel", self.kernel, KERNELS)):
             if value not in choices:
@@ -125,7 +126,6 @@ def train_features(
     checkpoints: Any = None,  # unused: one short step, nothing to resume from
 ) -> None:
     """Extract (or load cached) features, fit the classifier on train, report validation once."""
-    from trainables.classifier import balanced_accuracy  # the classifier trainable's, the same definition
 
     cfg = FeatureConfig.from_mapping(config)
     started = time.perf_counter()
@@ -138,7 +138,7 @@ def train_features(
             "epoch": 1,
             "val_acc": float((predictions == data.val_labels).mean()),
             "val_loss": log_loss(val, data.val_labels),
-            "val_balanced_acc": balanced_accuracy(data.val_labels, predictions, len(data.classes)),
+            "val_balanced_acc": balanced_accuracy(data.val_labels, predictions),
             "train_acc": float((train_predictions == data.train_labels).mean()),
             "train_time_s": time.perf_counter() - started,  # features, fit and validation
             "feature_time_s": model.feature_time_s,  # extracting or loading; near 0 on a cache hit
@@ -146,18 +146,6 @@ def train_features(
             "feature_dim": model.feature_dim,
         }
     )
-
-
-def log_loss(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """Mean cross-entropy of class probabilities (scikit-learn's ``log_loss`` over every column's
-    class): features trials' val_loss and the retrain's test loss."""
-    from sklearn.metrics import log_loss as sklearn_log_loss
-
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    # Softmax rows sum to 1 within float32 rounding; scikit-learn wants them normalised exactly.
-    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
-    loss = sklearn_log_loss(np.asarray(labels), probabilities, labels=np.arange(probabilities.shape[1]))
-    return float(loss) + 0.0  # + 0.0: no "-0.0" in a CSV
 
 
 @dataclass
@@ -361,8 +349,11 @@ def backbone_features(model: str, weights: str, images: np.ndarray, threads: int
     """The frozen backbone's pooled pre-logits features of ``images``: (N, D) float32."""
     import torch
 
-    from trainables.gpu import training_device
-    from trainables.models import build_model, input_normalization
+    from trainables.gpu import training_device  # imports torch: not at this module's import
+    from trainables.models import (  # imports torch: not at this module's import
+        build_model,
+        input_normalization,
+    )
 
     torch.set_num_threads(threads)
     device = training_device()

@@ -21,6 +21,7 @@ import torch
 __all__ = [
     "BF16_NATIVE_CAPABILITY",
     "CUDA_CONTEXT_BYTES",
+    "trials_per_gpu",
     "PRECISIONS",
     "cap_memory",
     "context_bytes",
@@ -154,3 +155,21 @@ def peak_memory_mb(device: torch.device) -> float:
         return torch.cuda.max_memory_reserved(device) / 2**20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def trials_per_gpu(
+    peak_bytes: int, gpu_bytes: int, context_bytes: int = CUDA_CONTEXT_BYTES, headroom: float = 0.1, most: int = 8
+) -> int:
+    """How many trials of measured ``peak_bytes`` fit on one GPU of ``gpu_bytes``.
+
+    Each trial costs its peak plus a CUDA context; ``headroom`` (a share of the GPU) stays free for
+    fragmentation and batches larger than the measured one. At least 1 (a trial that does not fit
+    alone falls back to micro-batches), at most ``most`` (beyond that the GPU's compute is the limit).
+    """
+    if peak_bytes <= 0 or gpu_bytes <= 0:
+        raise ValueError(f"peak_bytes and gpu_bytes must be > 0, but got ({peak_bytes}, {gpu_bytes})")
+    if not 0 <= headroom < 1:
+        raise ValueError(f"The value of `headroom` is {headroom!r}, but must be 0 <= headroom < 1.")
+    fitting = int(gpu_bytes * (1 - headroom) // (peak_bytes + context_bytes))
+    return max(1, min(most, fitting))
+

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 from torch import nn
+
+from trainables.names import did_you_mean
 
 __all__ = [
     "OFFLINE_MODEL",
@@ -28,6 +31,7 @@ __all__ = [
     "ScratchResNet",
     "backbone_units",
     "build_model",
+    "uses_pretrained_backbone",
     "check_model_name",
     "freeze_prefix",
     "input_normalization",
@@ -94,7 +98,6 @@ class _ResidualBlock(nn.Module):
 
 def check_model_name(model: str, weights: str) -> None:
     """Raise ValueError, naming the closest valid choice, for an unknown model or weights source."""
-    from trainables._names import did_you_mean
 
     if model != SCRATCH_MODEL:
         import timm  # here, not at the top: a from-scratch trial's worker never pays for importing it
@@ -117,6 +120,12 @@ def check_model_name(model: str, weights: str) -> None:
         f"weights {weights!r} is neither one of {list(WEIGHT_SOURCES)} nor an existing checkpoint file"
         + did_you_mean(weights, WEIGHT_SOURCES)
     )
+
+
+def uses_pretrained_backbone(config: Mapping[str, Any]) -> bool:
+    """Whether a trial's config starts its model from pretrained weights (a timm backbone, weights
+    not "none"): what the retrain's baseline probes with frozen features instead of pixels."""
+    return config.get("model") != SCRATCH_MODEL and str(config.get("weights", "none")) != "none"
 
 
 def build_model(

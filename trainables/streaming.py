@@ -12,7 +12,8 @@ streamed images a background thread assembles the next ``prefetch`` batches (gat
 shards, in pinned memory when the device is a GPU, then copied with ``non_blocking``); resizing to
 the trial's size and augmentation happen on the device, as in memory.
 
-When the cache is larger than half of the machine's memory, reading in random order would go to
+When the cache is larger than half of the machine's memory (or than ``QUASI_RANDOM_ENV`` bytes,
+where that environment variable is set in the trial's process), reading in random order would go to
 disk for nearly every image; the order is then quasi-random (``quasi_random_order``, as FFCV's
 ``QUASI_RANDOM``): blocks of ``BLOCK_IMAGES`` consecutive images in random block order, shuffled
 within a buffer of ``BUFFER_BLOCKS`` blocks. Every image is still seen once per epoch, and the
@@ -32,10 +33,12 @@ import numpy as np
 import torch
 
 from trainables.augment import resize_images
+from trainables.configs import bytes_from_env
 
 __all__ = [
     "BLOCK_IMAGES",
     "BUFFER_BLOCKS",
+    "QUASI_RANDOM_ENV",
     "StreamedImages",
     "device_images",
     "epoch_batches",
@@ -46,6 +49,7 @@ __all__ = [
 BLOCK_IMAGES = 256  # consecutive cached images read together in quasi-random order
 BUFFER_BLOCKS = 16  # blocks shuffled together in quasi-random order
 PREFETCH_BATCHES = 4  # batches the background thread keeps ready
+QUASI_RANDOM_ENV = "IMAGE_SEARCH_QUASI_RANDOM_BYTES"  # overrides half of physical memory
 
 
 def device_images(images, device: torch.device, size: int, stream: bool):
@@ -68,12 +72,14 @@ def epoch_batches(images, order: torch.Tensor, batch: int) -> Iterator[tuple[tor
 
 
 def larger_than_memory(nbytes: int) -> bool:
-    """Whether ``nbytes`` of cached images exceed half of this machine's physical memory."""
+    """Whether ``nbytes`` of cached images exceed half of this machine's physical memory, or the
+    bytes in ``QUASI_RANDOM_ENV`` where it is set."""
     try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        half = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
     except (ValueError, OSError):
-        return False
-    return nbytes > memory // 2
+        half = None
+    limit = bytes_from_env(QUASI_RANDOM_ENV, half if half is not None else -1)
+    return limit >= 0 and nbytes > limit
 
 
 def quasi_random_order(order: np.ndarray, block: int = BLOCK_IMAGES, buffer_blocks: int = BUFFER_BLOCKS) -> np.ndarray:

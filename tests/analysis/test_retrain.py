@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_fscore_support
 
-from analysis.retrain import classification_metrics, confusion_matrix, mean_std
+from analysis.evaluate import classification_metrics, mean_std
+from trainables.metrics import confusion_matrix
 
 
 def test_confusion_matrix_counts_true_rows_and_predicted_columns():
@@ -70,14 +71,14 @@ def _scratch_classifier(seed: int = 0):
 
 
 def test_flip_tta_is_the_mean_of_the_image_and_its_mirror():
-    from analysis.retrain import flip_horizontal, tta_probabilities
+    from analysis.evaluate import mirrored, tta_probabilities
 
     images = np.random.default_rng(0).integers(0, 256, (5, 3, 8, 8), dtype=np.uint8)
-    assert (flip_horizontal(images)[..., 0] == images[..., -1]).all()
+    assert (mirrored(images)[..., 0] == images[..., -1]).all()
     model = _scratch_classifier()
-    plain, mirrored = model.probabilities(images), model.probabilities(images[..., ::-1].copy())
-    assert not np.allclose(plain, mirrored)  # a random net is not flip-invariant: the test can fail
-    np.testing.assert_allclose(tta_probabilities(model.probabilities, images), (plain + mirrored) / 2, atol=1e-6)
+    plain, flipped = model.probabilities(images), model.probabilities(images[..., ::-1].copy())
+    assert not np.allclose(plain, flipped)  # a random net is not flip-invariant: the test can fail
+    np.testing.assert_allclose(tta_probabilities(model.probabilities, images), (plain + flipped) / 2, atol=1e-6)
     # Left-right symmetric images: TTA changes nothing.
     symmetric = np.concatenate([images[..., :4], images[..., :4][..., ::-1]], axis=-1)
     np.testing.assert_allclose(tta_probabilities(model.probabilities, symmetric), model.probabilities(symmetric), atol=1e-6)
@@ -91,7 +92,8 @@ def _stored_model(directory, probabilities, tta=None):
 
 
 def test_an_ensemble_of_identical_models_equals_the_single_model(tmp_path):
-    from analysis.retrain import _test_metrics, ensemble_table
+    from analysis.ensemble import ensemble_table
+    from analysis.evaluate import probability_metrics
 
     rng = np.random.default_rng(1)
     probabilities = rng.dirichlet(np.ones(4), size=40)
@@ -99,14 +101,14 @@ def test_an_ensemble_of_identical_models_equals_the_single_model(tmp_path):
     members = [[_stored_model(tmp_path / f"t{i}-seed0", probabilities)] for i in range(3)]
     table = ensemble_table(members, labels, tta=True)
     assert table["model"].tolist() == ["single best", "ensemble of top 3 (first seed each)"]
-    single, _, _ = _test_metrics(probabilities, labels, tuple("abcd"))
+    single, _, _ = probability_metrics(probabilities, labels, tuple("abcd"))
     for column in ("test_acc", "test_balanced_acc", "test_loss", "test_acc_tta"):
         assert table[column].tolist() == pytest.approx([single[column.removesuffix("_tta")]] * 2)
     assert table["members"].iloc[1] == "t0-seed0 + t1-seed0 + t2-seed0"
 
 
 def test_an_ensemble_averages_probabilities_and_lists_seed_rows(tmp_path):
-    from analysis.retrain import ensemble_table
+    from analysis.ensemble import ensemble_table
 
     labels = np.array([0, 1])
     # Each model alone gets one of two images right; their average gets both.

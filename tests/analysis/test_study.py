@@ -6,8 +6,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 
-from analysis.records import append_metrics, trial_dir, write_json
-from analysis.records import read_trial
+from analysis.records import append_metrics, read_trial, trial_dir, write_json
 from analysis.study import LiveStudy, export_study, frozen_trials, parameter_importance
 
 SPACE = '''

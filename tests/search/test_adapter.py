@@ -7,14 +7,14 @@ from optuna.trial import TrialState
 from ray import tune
 
 from search import _adapter
-from search.settings import Settings
-from search.strategies import _searcher
-from search.spaces import load_space
+from search.config.settings import Settings
+from search.config.spaces import load_space
+from search.strategies.searcher import build_searcher
 from tests.conftest import REPO
 
 
 def _optuna_search(settings: Settings):
-    return _searcher(load_space(REPO / "spaces" / "multi_objective.py"), settings, concurrency=2).searcher
+    return build_searcher(load_space(REPO / "spaces" / "multi_objective.py"), settings, concurrency=2).searcher
 
 
 def test_the_study_trials_and_told_set_of_rays_optuna_search():

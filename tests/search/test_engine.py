@@ -5,8 +5,8 @@ import pytest
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from search.config.settings import Settings
 from search.engine import gpu_share, nsga2_population, trial_status_from_error
-from search.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -35,11 +35,11 @@ def test_nsga2_generations_are_sized_to_the_budget(trials, population):
 
 def _searcher_for(settings):
     """The engine's real searcher (Ray's OptunaSearch) on the multi-objective space file (no Ray session needed to ask and tell)."""
-    from search.strategies import _searcher
-    from search.spaces import load_space
+    from search.config.spaces import load_space
+    from search.strategies.searcher import build_searcher
     from tests.conftest import REPO
 
-    return _searcher(load_space(REPO / "spaces" / "multi_objective.py"), settings, concurrency=2).searcher
+    return build_searcher(load_space(REPO / "spaces" / "multi_objective.py"), settings, concurrency=2).searcher
 
 
 def test_a_multi_objective_searcher_tells_optuna_every_value_or_fail():

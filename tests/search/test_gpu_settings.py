@@ -3,7 +3,7 @@
 
 import pytest
 
-from search.settings import Settings
+from search.config.settings import Settings
 from tests.conftest import REPO
 
 
@@ -41,10 +41,10 @@ def test_one_trial_s_workers_must_fit_the_cluster():
 
 
 def test_the_space_corners_are_its_largest_and_smallest_configurations():
-    from search.gpu_packing import corner_configs, corner_value
-    from search.spaces import load_space
-
     import optuna.distributions as d
+
+    from search.config.spaces import load_space
+    from search.gpu_packing import corner_configs, corner_value
 
     assert corner_value(d.IntDistribution(1, 5), high=True) == 5
     assert corner_value(d.CategoricalDistribution([64, 16, 32]), high=True) == 64

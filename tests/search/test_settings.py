@@ -1,6 +1,6 @@
 import pytest
 
-from search.settings import METRIC_MODES, OBJECTIVE_MODES, Settings, settings_from_mapping
+from search.config.settings import METRIC_MODES, OBJECTIVE_MODES, Settings, settings_from_mapping
 
 
 def test_mode_follows_the_metric():
@@ -40,9 +40,15 @@ def test_numbers_convert_but_strings_do_not():
 
 
 def test_sampler_and_scheduler_choices_name_the_closest():
+    # The strategy registries check the names (settings import no registry).
+    from search.strategies import check_names
+
+    check_names(Settings(sampler="random", scheduler="fifo"))
     assert Settings(sampler="random", scheduler="fifo").scheduler == "fifo"
     with pytest.raises(ValueError, match=r"`scheduler` is 'ahsa'.*did you mean 'asha'"):
-        Settings(scheduler="ahsa")
+        check_names(Settings(scheduler="ahsa"))
+    with pytest.raises(ValueError, match=r"`sampler` is 'tpee'.*did you mean 'tpe'"):
+        check_names(Settings(sampler="tpee"))
 
 
 def test_trials_are_retried_after_failures_by_default():

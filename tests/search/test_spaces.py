@@ -3,8 +3,9 @@ import textwrap
 
 import pytest
 
-from search.settings import Settings
-from search.spaces import SpaceFunction, SpaceParameterError, dry_run, load_space, resolve_settings
+from search.config.sampling import dry_run
+from search.config.settings import Settings
+from search.config.spaces import SpaceFunction, SpaceParameterError, load_space, resolve_settings
 from tests.conftest import REPO
 
 

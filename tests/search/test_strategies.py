@@ -9,11 +9,13 @@ import sys
 import pytest
 import torch
 
-from search.registry import Registry
-from search.samplers import SAMPLERS, grid_points
-from search.schedulers import SCHEDULERS, _Clip, pbt_mutations
-from search.settings import Settings
-from search.spaces import SpaceFile, load_space, parameters
+from search.config.sampling import parameters
+from search.config.settings import Settings
+from search.config.spaces import SpaceFile, load_space
+from search.strategies import check_names
+from search.strategies.registry import Registry
+from search.strategies.samplers import SAMPLERS, grid_points
+from search.strategies.schedulers import SCHEDULERS, ClipToSpace, pbt_mutations
 from tests.conftest import REPO
 
 SCRATCH = load_space(REPO / "spaces" / "scratch_cnn.py")
@@ -31,11 +33,13 @@ def test_the_registries_hold_every_strategy_with_a_summary():
 
 
 def test_settings_are_checked_against_the_registries_keys():
+    # The registries check the names (search.strategies.check_names); settings import no registry.
+    check_names(Settings(sampler="gp", scheduler="median"))
     assert Settings(sampler="gp", scheduler="median").scheduler == "median"
     with pytest.raises(ValueError, match=r"`scheduler` is 'hyperbnd', but must be one of \[.*'pbt'\].*did you mean 'hyperband'"):
-        Settings(scheduler="hyperbnd")
+        check_names(Settings(scheduler="hyperbnd"))
     with pytest.raises(ValueError, match=r"`sampler` is 'cmaess'.*did you mean 'cmaes'"):
-        Settings(sampler="cmaess")
+        check_names(Settings(sampler="cmaess"))
     with pytest.raises(ValueError, match="pbt_interval_epochs"):
         Settings(pbt_interval_epochs=0)
 
@@ -55,7 +59,7 @@ def test_a_registry_refuses_a_second_entry_of_a_name_and_one_without_a_docstring
 
 def test_checking_a_strategy_name_imports_neither_ray_nor_optuna():
     code = (
-        "import sys; from search.settings import Settings; Settings(sampler='grid', scheduler='pbt'); "
+        "import sys; from search.config.settings import Settings; Settings(sampler='grid', scheduler='pbt'); "
         "print('ray' in sys.modules, 'optuna' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
@@ -128,27 +132,28 @@ def test_pbt_refuses_multi_worker_trials():
 
 def test_pbt_mutations_stay_inside_the_space():
     mutations = pbt_mutations(Settings(scheduler="pbt"), SCRATCH)
-    clip = _Clip(mutations)
+    clip = ClipToSpace(mutations)
     assert clip({"lr": 0.5, "dropout": -0.1, "weight_decay": 1e-3}) == {"lr": 0.1, "dropout": 0.0, "weight_decay": 1e-3}
-    stepped = _Clip(parameters(GRID, Settings()).distributions)
+    stepped = ClipToSpace(parameters(GRID, Settings()).distributions)
     assert stepped({"conv_blocks": 3, "lr": 0.003}) == {"conv_blocks": 2, "lr": 0.003}
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
 def test_a_clone_takes_the_new_hyperparameters_and_keeps_its_place_in_the_schedule():
-    from trainables.classifier import TrialConfig, _optimizer, _Schedule, take_mutation
+    from trainables.classifier import TrialConfig
+    from trainables.classifier.optim import Schedule, build_optimizer, take_mutation
     from trainables.models import build_model
 
     parent = TrialConfig(optimizer="sgd", lr=0.1, momentum=0.5, weight_decay=1e-3, lr_schedule="cosine", max_epochs=4)
     net = build_model("scratch_resnet", 3, conv_blocks=1, base_width=8)
-    optimizer = _optimizer(parent, net)
-    schedule = _Schedule(parent, optimizer, steps=1)
+    optimizer = build_optimizer(parent, net)
+    schedule = Schedule(parent, optimizer, steps=1)
     schedule.after_epoch(None)  # one epoch down the cosine
     saved_lr, state = optimizer.param_groups[0]["lr"], (optimizer.state_dict(), schedule.state_dict())
 
     child = dataclasses.replace(parent, lr=0.05, momentum=0.9, weight_decay=1e-4)
-    optimizer = _optimizer(child, net)
-    schedule = _Schedule(child, optimizer, steps=1)
+    optimizer = build_optimizer(child, net)
+    schedule = Schedule(child, optimizer, steps=1)
     fresh = [dict(group) for group in optimizer.param_groups]
     optimizer.load_state_dict(state[0])
     schedule.load_state_dict(state[1])

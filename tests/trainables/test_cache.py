@@ -13,8 +13,10 @@ import torch
 
 import trainables.data as data_module
 from tests.conftest import write_png_folder
-from trainables.cache import CacheError, CachedImages, check_writable, open_cache
-from trainables.data import DataChanged, DatasetError, check_unchanged, file_record, load_dataset, split_indices, trial_data
+from trainables.cache import CachedImages, CacheError, check_writable, open_cache
+from trainables.data import load_dataset
+from trainables.datasets import DatasetError
+from trainables.split import DataChanged, check_unchanged, file_record, split_indices, trial_data
 from trainables.streaming import StreamedImages, device_images, epoch_batches, quasi_random_order
 
 

@@ -56,7 +56,8 @@ def test_resuming_from_a_checkpoint_continues_the_same_run(small_trial_data):
 def test_offline_imagenet_features_beat_random_ones_head_only():
     # Transfer learning is real offline: with the backbone frozen, one epoch of the head on
     # pretrained features already separates digits; on random features it barely starts.
-    from trainables.data import load_dataset, split_indices, trial_data
+    from trainables.data import load_dataset
+    from trainables.split import split_indices, trial_data
 
     images = load_dataset("digits", 32)
     data = trial_data(images, split_indices(images.labels, 0.2, 0.2, seed=0, data_fraction=0.35))
@@ -107,7 +108,7 @@ def test_out_of_memory_halves_the_micro_batch_and_keeps_training(small_trial_dat
 
 
 def test_out_of_memory_at_the_smallest_micro_batch_is_infeasible(small_trial_data):
-    from trainables.classifier import NOT_RETRIED, TrialInfeasible
+    from trainables.contract import NOT_RETRIED, TrialInfeasible
 
     with MemoryLimit(images=1), pytest.raises(TrialInfeasible, match=r"^infeasible: out of memory at micro-batch 2 \(batch size 32\)"):
         train_classifier(SMALL, small_trial_data, [].append)
@@ -118,7 +119,8 @@ def test_micro_batches_accumulate_the_full_batch_gradient():
     # Without BatchNorm, gradient accumulation over micro-batches is the full batch's gradient.
     import torch
 
-    from trainables.classifier import _Normalizer, _Precision, _Step
+    from trainables.classifier.numerics import Normalizer, Precision
+    from trainables.classifier.step import Step
 
     torch.manual_seed(0)
     images = torch.randint(0, 256, (13, 3, 4, 4), dtype=torch.uint8)
@@ -129,7 +131,7 @@ def test_micro_batches_accumulate_the_full_batch_gradient():
         torch.nn.init.constant_(net[1].weight, 0.01)
         torch.nn.init.constant_(net[1].bias, 0.0)
         optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # lr 0: the step leaves the weights
-        step = _Step(net, optimizer, torch.nn.CrossEntropyLoss(), _Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), _Precision(torch.device("cpu")), micro)
+        step = Step(net, optimizer, torch.nn.CrossEntropyLoss(), Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), Precision(torch.device("cpu")), micro)
         loss, _ = step(images, labels)
         grads[micro] = (net[1].weight.grad.clone(), loss)
     for micro in (4, 2):
@@ -142,7 +144,7 @@ def test_micro_batches_accumulate_the_full_batch_gradient():
     [(32, 32, [32]), (32, 8, [8, 8, 8, 8]), (13, 4, [4, 4, 5]), (14, 4, [4, 4, 4, 2]), (3, 2, [3])],
 )
 def test_micro_batches_cover_the_batch_without_single_images(batch, micro, sizes):
-    from trainables.classifier import micro_batches
+    from trainables.classifier.step import micro_batches
 
     slices = micro_batches(batch, micro)
     assert [s.stop - s.start for s in slices] == sizes
@@ -150,7 +152,7 @@ def test_micro_batches_cover_the_batch_without_single_images(batch, micro, sizes
 
 
 def test_micro_batch_halves_down_to_the_floor():
-    from trainables.classifier import MIN_MICRO_BATCH, next_micro_batch
+    from trainables.classifier.step import MIN_MICRO_BATCH, next_micro_batch
 
     assert MIN_MICRO_BATCH == 2
     assert [next_micro_batch(m) for m in (128, 5, 4, 3, 2)] == [64, 2, 2, None, None]
@@ -173,15 +175,15 @@ def test_micro_batch_halves_down_to_the_floor():
 def test_bf16_only_where_it_is_native_else_fp16_and_float32_on_the_cpu(device, capability, precision):
     import torch
 
-    from trainables.classifier import _Precision, autocast_dtype
+    from trainables.classifier.numerics import Precision, autocast_dtype
     from trainables.gpu import precision_for
 
     assert precision_for(device, capability) == precision
     assert autocast_dtype(precision) is {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
     if device == "cpu":
-        assert _Precision(torch.device("cpu")).name == "fp32"
-        assert _Precision(torch.device("cpu")).scaler is None
-        assert _Precision(torch.device("cpu"), "fp16").scaler is not None  # fp16 always scales
+        assert Precision(torch.device("cpu")).name == "fp32"
+        assert Precision(torch.device("cpu")).scaler is None
+        assert Precision(torch.device("cpu"), "fp16").scaler is not None  # fp16 always scales
     with pytest.raises(ValueError, match="compute capability"):
         precision_for("cuda", None)
 
@@ -198,13 +200,13 @@ def test_bf16_only_where_it_is_native_else_fp16_and_float32_on_the_cpu(device, c
     ],
 )
 def test_trials_per_gpu_from_measured_peak_memory(peak_gib, gpu_gib, trials):
-    from trainables.classifier import trials_per_gpu
+    from trainables.gpu import trials_per_gpu
 
     assert trials_per_gpu(int(peak_gib * 2**30), int(gpu_gib * 2**30)) == trials
 
 
 def test_trials_per_gpu_rejects_nonsense():
-    from trainables.classifier import trials_per_gpu
+    from trainables.gpu import trials_per_gpu
 
     with pytest.raises(ValueError, match=r"must be > 0, but got \(0, 100\)"):
         trials_per_gpu(0, 100)
@@ -252,3 +254,21 @@ def test_a_saved_state_dict_rebuilds_the_same_classifier(small_trial_data):
     probabilities = model.probabilities(data.val_images)
     assert probabilities.shape == (len(data.val_labels), 10) and np.allclose(probabilities.sum(1), 1, atol=1e-5)
     assert np.allclose(again.probabilities(data.val_images), probabilities, atol=1e-6)
+
+
+def test_a_refit_replays_a_pbt_clones_trial_epoch_for_epoch(small_trial_data):
+    # One epoch loop: a PBT clone (its parent's checkpoint after epoch 1, then mutated values) and
+    # fit_classifier replaying the same schedule on the same images train identically, bit for bit.
+    parent = SMALL | {"dropout": 0.1, "lr_schedule": "cosine", "threads": 1}
+    clone = parent | {"lr": 1.5e-3, "dropout": 0.3, "weight_decay": 1e-3, "label_smoothing": 0.05, "hflip": True}
+    store = MemoryCheckpoints()
+    train_classifier(parent | {"max_epochs": 3}, small_trial_data, [].append, store)
+    resumed: list[dict] = []
+    train_classifier(clone, small_trial_data, resumed.append, MemoryCheckpoints(resume_from=store.saved[0]))
+    from trainables.classifier import fit_classifier
+
+    refit: list[dict] = []
+    d = small_trial_data
+    fit_classifier(parent, d.train_images, d.train_labels, d.classes, report=refit.append, pbt_schedule=[(2, clone)])
+    assert [r["epoch"] for r in resumed] == [2, 3]
+    assert [(r["train_loss"], r["train_acc"], r["lr"]) for r in refit[1:]] == [(r["train_loss"], r["train_acc"], r["lr"]) for r in resumed]

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import write_png_folder
-from trainables.data import DatasetError, load_dataset, split_indices, trial_data
+from trainables.data import load_dataset
+from trainables.datasets import DatasetError
+from trainables.split import split_indices, trial_data
 
 
 def test_digits_are_upscaled_to_three_channels():
@@ -104,7 +106,7 @@ def test_a_class_too_small_to_split_is_a_clear_error():
 def test_load_image_resizes_the_shorter_side_and_crops_the_centre(tmp_path):
     from PIL import Image
 
-    from trainables.data import load_image
+    from trainables.images import load_image
 
     pixels = np.zeros((20, 40, 3), dtype=np.uint8)  # 20 high, 40 wide; the centre half is white
     pixels[:, 10:30] = 255

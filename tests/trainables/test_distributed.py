@@ -16,7 +16,8 @@ def _free_port() -> int:
 
 def _two_workers_step(rank: int, port: int, images, labels, out) -> None:
     from trainables import distributed
-    from trainables.classifier import _Normalizer, _Precision, _Step
+    from trainables.classifier.numerics import Normalizer, Precision
+    from trainables.classifier.step import Step
 
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
@@ -24,7 +25,7 @@ def _two_workers_step(rank: int, port: int, images, labels, out) -> None:
         net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10))
         distributed.broadcast_parameters(net)
         optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
-        step = _Step(net, optimizer, torch.nn.CrossEntropyLoss(), _Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), _Precision(torch.device("cpu")), 16)
+        step = Step(net, optimizer, torch.nn.CrossEntropyLoss(), Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), Precision(torch.device("cpu")), 16)
         index = distributed.shard(torch.arange(len(images)), rank, 2)
         loss, correct = step(images[index], labels[index])
         out[rank] = (net[1].weight.grad.clone(), net[1].weight.detach().clone(), distributed.sum_over_workers(correct, device=torch.device("cpu")))
@@ -33,7 +34,8 @@ def _two_workers_step(rank: int, port: int, images, labels, out) -> None:
 
 
 def test_two_workers_average_to_the_whole_batch_gradient():
-    from trainables.classifier import _Normalizer, _Precision, _Step
+    from trainables.classifier.numerics import Normalizer, Precision
+    from trainables.classifier.step import Step
 
     images = torch.randint(0, 256, (16, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     labels = torch.randint(0, 10, (16,), generator=torch.Generator().manual_seed(1))
@@ -41,7 +43,7 @@ def test_two_workers_average_to_the_whole_batch_gradient():
     mp.spawn(_two_workers_step, args=(_free_port(), images, labels, out), nprocs=2, join=True)
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10))
-    step = _Step(net, torch.optim.SGD(net.parameters(), lr=0.0), torch.nn.CrossEntropyLoss(), _Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), _Precision(torch.device("cpu")), 16)
+    step = Step(net, torch.optim.SGD(net.parameters(), lr=0.0), torch.nn.CrossEntropyLoss(), Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), Precision(torch.device("cpu")), 16)
     _, correct = step(images, labels)
     for rank in (0, 1):
         grad, weight, (summed_correct,) = out[rank]

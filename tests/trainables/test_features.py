@@ -128,7 +128,8 @@ def test_a_class_missing_from_training_gets_probability_zero(small_trial_data, c
 
 
 def test_dry_run_validates_features_configs(tmp_path):
-    from search.spaces import dry_run, load_space, resolve_settings
+    from search.config.sampling import dry_run
+    from search.config.spaces import load_space, resolve_settings
     from tests.conftest import REPO
 
     space = load_space(REPO / "spaces" / "features.py")

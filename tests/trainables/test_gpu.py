@@ -63,23 +63,25 @@ def test_out_of_memory_in_validation_halves_its_batch_and_changes_nothing(small_
 
 
 def test_out_of_memory_even_at_batch_one_in_evaluation_is_infeasible():
-    from trainables.classifier import TrialInfeasible, _Normalizer, _predict
+    from trainables.classifier.numerics import Normalizer, predict
+    from trainables.contract import TrialInfeasible
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
     images = torch.randint(0, 256, (9, 3, 6, 6), dtype=torch.uint8)
     net(images.float())  # materialise the lazy layer outside the limit
     with MemoryLimit(images=0, in_eval=True), pytest.raises(TrialInfeasible, match="^infeasible: out of memory evaluating one image"):
-        _predict(net, _Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), images, torch.arange(9), 512, None)
+        predict(net, Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), images, torch.arange(9), 512, None)
 
 
 def _linear_step(micro: int, precision_name: str):
-    from trainables.classifier import _Normalizer, _Precision, _Step
+    from trainables.classifier.numerics import Normalizer, Precision
+    from trainables.classifier.step import Step
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10))
     optimizer = torch.optim.Adam(net.parameters(), lr=0.1)
-    precision = _Precision(torch.device("cpu"), precision_name)
-    return net, optimizer, precision, _Step(net, optimizer, torch.nn.CrossEntropyLoss(), _Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), precision, micro)
+    precision = Precision(torch.device("cpu"), precision_name)
+    return net, optimizer, precision, Step(net, optimizer, torch.nn.CrossEntropyLoss(), Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), precision, micro)
 
 
 @pytest.mark.parametrize("precision_name", ["fp32", "fp16"])
@@ -118,11 +120,13 @@ class _StepThatRunsOutOfMemory(torch.optim.SGD):
 
 
 def test_out_of_memory_inside_the_optimizer_step_is_infeasible_and_never_stepped_again():
-    from trainables.classifier import TrialInfeasible, _Normalizer, _Precision, _Step
+    from trainables.classifier.numerics import Normalizer, Precision
+    from trainables.classifier.step import Step
+    from trainables.contract import TrialInfeasible
 
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 10))
     optimizer = _StepThatRunsOutOfMemory([{"params": [net[1].weight]}, {"params": [net[1].bias]}], lr=0.1)
-    step = _Step(net, optimizer, torch.nn.CrossEntropyLoss(), _Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), _Precision(torch.device("cpu")), 8)
+    step = Step(net, optimizer, torch.nn.CrossEntropyLoss(), Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), Precision(torch.device("cpu")), 8)
     images = torch.randint(0, 256, (8, 3, 4, 4), dtype=torch.uint8)
     with pytest.raises(TrialInfeasible, match=r"^infeasible: out of memory in the optimizer step"):
         step(images, torch.arange(8))

@@ -7,7 +7,15 @@ import sys
 import pytest
 
 import trainables
-from trainables import TRAINABLES, Trainable, get_config_class, get_entry, get_mutable_params, get_trainable, register
+from trainables import (
+    TRAINABLES,
+    Trainable,
+    get_config_class,
+    get_entry,
+    get_mutable_params,
+    get_trainable,
+    register,
+)
 
 
 @pytest.mark.parametrize("name", sorted(TRAINABLES))

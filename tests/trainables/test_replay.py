@@ -89,8 +89,8 @@ def test_curves_replay_every_epoch_and_resume_after_a_checkpoint():
 def test_each_replay_space_is_its_table_grid(space_file):
     import optuna
 
-    from search.samplers import grid_points
-    from search.spaces import load_space, resolve_settings
+    from search.strategies.samplers import grid_points
+    from search.config.spaces import load_space, resolve_settings
 
     space = load_space(REPO / space_file)
     table_name = space.space(optuna.create_study().ask())["table"]

@@ -5,26 +5,23 @@ import numpy as np
 import pytest
 import torch
 
-from search.settings import Settings
+from search.config.settings import Settings
 from tests.trainables.test_classifier import MemoryCheckpoints
 from trainables.classifier import (
     TrialConfig,
-    _optimizer,
-    _Schedule,
-    _Step,
-    _train_epoch,
-    balanced_accuracy,
     build_classifier,
     check_against_run,
-    evaluate,
     fit_classifier,
-    inverse_frequency_weights,
-    set_phase,
-    steps_per_epoch,
     train_classifier,
 )
+from trainables.classifier.loop import train_epoch
+from trainables.classifier.model import set_phase
+from trainables.classifier.numerics import evaluate
+from trainables.classifier.optim import Schedule, build_optimizer, inverse_frequency_weights
+from trainables.classifier.step import Step, steps_per_epoch
+from trainables.contract import TrialData
+from trainables.metrics import balanced_accuracy
 from trainables.models import backbone_units, build_model
-from trainables.data import TrialData
 
 TINY = {"model": "scratch_resnet", "conv_blocks": 2, "base_width": 8, "batch_size": 32, "lr": 3e-3, "max_epochs": 3}
 AUGMENTED = {"hflip": True, "rotation_degrees": 10.0, "crop_scale": 0.7, "color_jitter": 0.3}
@@ -41,7 +38,7 @@ def tiny_data(small_trial_data):
 
 
 class _Recorder:
-    """Stands in for _Step inside _train_epoch: keeps the batches it is given."""
+    """Stands in for Step inside train_epoch: keeps the batches it is given."""
 
     def __init__(self):
         self.net, self.batches = torch.nn.Linear(1, 1), []
@@ -53,7 +50,7 @@ class _Recorder:
 
 def _batches(config, images, labels, epoch=1):
     recorder = _Recorder()
-    _train_epoch(recorder, images, labels, TrialConfig(**config), epoch)
+    train_epoch(recorder, images, labels, TrialConfig(**config), epoch)
     return recorder.batches
 
 
@@ -91,7 +88,7 @@ def _lrs(kind, epochs=4, steps=3, val_losses=None, **extra):
     cfg = TrialConfig(lr=0.1, max_epochs=epochs, lr_schedule=kind, optimizer="sgd", **extra)
     net = torch.nn.Linear(2, 2)
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr)
-    schedule, seen = _Schedule(cfg, optimizer, steps), []
+    schedule, seen = Schedule(cfg, optimizer, steps), []
     for epoch in range(epochs):
         for _ in range(steps):
             seen.append(optimizer.param_groups[0]["lr"])
@@ -156,7 +153,7 @@ def test_fit_classifier_replays_the_recorded_rates_of_a_plateau_trial(tiny_data)
     model = fit_classifier(config, tiny_data.train_images, tiny_data.train_labels, tiny_data.classes,
                            epochs=3, report=reports.append, lr_per_epoch=[0.01, 0.004, 0.001])  # fmt: skip
     assert [r["lr"] for r in reports] == pytest.approx([0.01, 0.004, 0.001])
-    groups = _optimizer(TrialConfig(**config), model.net).param_groups
+    groups = build_optimizer(TrialConfig(**config), model.net).param_groups
     assert groups[-1]["lr"] == pytest.approx(groups[0]["lr"] * 0.5)
     with pytest.raises(ValueError, match=r"`lr_per_epoch` holds 1 rates, but 3 epochs"):
         fit_classifier(config, tiny_data.train_images, tiny_data.train_labels, tiny_data.classes, epochs=3, lr_per_epoch=[0.1])
@@ -175,7 +172,7 @@ def _trainable(net):
 def test_two_phases_train_the_head_first_then_the_unfrozen_backbone_at_a_smaller_rate():
     cfg = TrialConfig(model="tf_efficientnet_lite0", frozen_fraction=0.5, head_epochs=2, backbone_lr_mult=0.1, lr=0.01)
     net = build_model(cfg.model, 10, frozen_fraction=cfg.frozen_fraction)
-    optimizer = _optimizer(cfg, net)
+    optimizer = build_optimizer(cfg, net)
     head = {n for n, _ in net.named_parameters()} - {n for unit in backbone_units(net) for n in unit}
     assert head == {"classifier.weight", "classifier.bias"}
     assert set_phase(net, cfg, 1) == 1.0 and _trainable(net) == head
@@ -218,7 +215,8 @@ def test_inverse_frequency_weights():
 
 
 def test_class_weights_change_the_loss_and_micro_batches_still_add_up():
-    from trainables.classifier import _loss_fn, _Normalizer, _Precision
+    from trainables.classifier.numerics import Normalizer, Precision
+    from trainables.classifier.optim import loss_fn
 
     torch.manual_seed(0)
     images = torch.randint(0, 256, (13, 3, 4, 4), dtype=torch.uint8)
@@ -230,8 +228,8 @@ def test_class_weights_change_the_loss_and_micro_batches_still_add_up():
             torch.manual_seed(1)  # the same initial weights for every variant
             net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3))
             cfg = TrialConfig(class_weights=weighted)
-            step = _Step(net, torch.optim.SGD(net.parameters(), lr=0.0), _loss_fn(cfg, weights if weighted else None),
-                         _Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), _Precision(torch.device("cpu")), micro)  # fmt: skip
+            step = Step(net, torch.optim.SGD(net.parameters(), lr=0.0), loss_fn(cfg, weights if weighted else None),
+                         Normalizer((0.5,) * 3, (0.5,) * 3, "cpu"), Precision(torch.device("cpu")), micro)  # fmt: skip
             loss, _ = step(images, labels)
             results[weighted, micro] = (loss, net[1].weight.grad.clone())
     for weighted in (False, True):
@@ -244,8 +242,8 @@ def test_class_weights_change_the_loss_and_micro_batches_still_add_up():
 def test_balanced_accuracy_is_mean_recall_over_present_classes():
     labels = torch.tensor([0, 0, 0, 0, 1, 1, 3])
     predictions = torch.tensor([0, 0, 0, 0, 0, 1, 0])
-    assert balanced_accuracy(labels, predictions, 4) == pytest.approx((1.0 + 0.5 + 0.0) / 3)
-    assert balanced_accuracy(labels, labels, 4) == 1.0
+    assert balanced_accuracy(labels, predictions) == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    assert balanced_accuracy(labels, labels) == 1.0
 
 
 def test_every_epoch_reports_balanced_validation_accuracy_and_it_can_be_the_metric(tiny_data):

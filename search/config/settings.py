@@ -13,10 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-# The valid --sampler and --scheduler names are the keys of these registries (one entry each).
-from search.samplers import SAMPLERS
-from search.schedulers import SCHEDULERS
-from trainables._names import did_you_mean
+from trainables import DEFAULT_TRAINABLE
+from trainables.names import did_you_mean
 
 __all__ = [
     "DATA_LOADINGS",
@@ -56,7 +54,7 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 @dataclass(frozen=True)
 class Settings:
     # What one trial runs: a name in trainables.TRAINABLES.
-    trainable: str = "classifier"
+    trainable: str = DEFAULT_TRAINABLE
     # "digits" (offline, ships with scikit-learn), "digits_longtail" (the same, imbalanced 10:1),
     # "cifar10", "cifar100", "stl10", "flowers102", "food101", "oxford_pets" (torchvision, downloaded
     # into data_root), or a directory laid out as ImageFolder (one sub-folder of images per class).
@@ -97,10 +95,10 @@ class Settings:
     trials: int = 16
     # Epochs a trial trains at most; ASHA's max_t.
     max_epochs: int = 4
-    # A name in search/samplers.py: "tpe" (seeded TPE, multi-objective too), "random", "nsga2"
+    # A name in search/strategies/samplers.py: "tpe" (seeded TPE, multi-objective too), "random", "nsga2"
     # (multi-objective), "cmaes", "gp" (Gaussian process), "qmc" (Sobol), "grid" (every combination).
     sampler: str = "tpe"
-    # A name in search/schedulers.py: "asha" (stop poor trials early), "fifo" (every trial trains
+    # A name in search/strategies/schedulers.py: "asha" (stop poor trials early), "fifo" (every trial trains
     # max_epochs), "hyperband", "median" (median stopping), "pbt" (Population Based Training).
     scheduler: str = "asha"
     # Epochs every trial trains before ASHA or median stopping may stop it.
@@ -196,8 +194,8 @@ class Settings:
             round(self.val_fraction + self.test_fraction, 6),
             "< 0.9, so that at least 10% of the data trains",
         )
-        SAMPLERS.entry(self.sampler)  # ValueError naming the valid names and the closest
-        SCHEDULERS.entry(self.scheduler)
+        # sampler and scheduler: names of the strategy registries, which check them
+        # (search.strategies.check_strategies): settings import no registry.
         _check(self.pbt_interval_epochs >= 1, "pbt_interval_epochs", self.pbt_interval_epochs, "an integer >= 1")
         if self.data_loading not in DATA_LOADINGS:
             raise ValueError(
@@ -231,6 +229,10 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def as_record(self) -> dict[str, Any]:
+        """What settings.json holds: every field, and the mode the metric implies."""
+        return self.to_dict() | {"mode": self.mode}
 
 
 def parse_objectives(text: str) -> tuple[str, ...]:

@@ -1,15 +1,17 @@
-"""Building a trainable's frozen config dataclass from a trial's config mapping."""
+"""Building a trainable's frozen config dataclass from a trial's config mapping; byte thresholds
+that an environment variable may override."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Mapping, TypeVar
 
 import numpy as np
 
-from trainables._names import did_you_mean
+from trainables.names import did_you_mean
 
-__all__ = ["config_from_mapping"]
+__all__ = ["bytes_from_env", "config_from_mapping"]
 
 Config = TypeVar("Config")
 
@@ -35,3 +37,18 @@ def config_from_mapping(cls: type[Config], values: Mapping[str, Any], what: str 
             raise TypeError(f"{what} {key!r} is {value!r}, but must be {kind.__name__}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def bytes_from_env(name: str, default: int) -> int:
+    """The byte count in environment variable ``name`` where it is set (a non-negative integer),
+    else ``default``. Read at each call, in the process that decides (driver or trial worker)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name} is {text!r}, but must be a number of bytes (an integer >= 0), or unset for {default}")
+    return value

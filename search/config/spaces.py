@@ -1,8 +1,9 @@
-"""Search-space files: load one, check it, and sample it dry before any trial starts.
+"""Search-space files: load one, give its suggest errors the file's line, and resolve its settings
+(search/config/sampling.py samples it dry before any trial starts).
 
 A space file is a plain Python module::
 
-    TRIALS = 12                     # upper-case names are settings (search.settings.Settings)
+    TRIALS = 12                     # upper-case names are settings (search.config.settings.Settings)
 
     def space(trial):
         optimizer = trial.suggest_categorical("optimizer", ["sgd", "adam"])
@@ -22,18 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from search.settings import Settings, convert_settings, field_types, settings_from_mapping
-from trainables._names import did_you_mean
+from search.config.settings import Settings, convert_settings, field_types, settings_from_mapping
+from trainables.names import did_you_mean
 
 __all__ = [
-    "Parameters",
+    "TRIAL_SETTINGS",
     "SpaceFile",
     "SpaceFunction",
     "SpaceParameterError",
-    "dry_run",
     "load_space",
     "naming_errors",
-    "parameters",
     "resolve_settings",
     "trial_defaults",
 ]
@@ -167,83 +166,3 @@ def trial_defaults(settings: Settings, threads: int) -> dict[str, Any]:
     values = {key: getattr(settings, key) for key in TRIAL_SETTINGS}
     values["threads"] = threads
     return values
-
-
-def dry_run(space: SpaceFile, settings: Settings, samples: int = 16) -> list[dict[str, Any]]:
-    """Sample the space ``samples`` times at random and validate every resulting trial config.
-
-    Catches, before Ray starts: bad suggest ranges, a non-dict return, unknown parameter names,
-    out-of-range values, unknown optimizer or model names. Returns the sampled configs.
-    """
-    import optuna
-
-    from trainables import get_config_class, get_trainable
-    from trainables.classifier import TrialConfig, check_against_run
-    from trainables.models import check_model_name
-
-    get_trainable(settings.trainable)
-    config_class = get_config_class(settings.trainable)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=settings.seed))
-    where = f"space file {str(space.path)!r}"
-    configs, checked_models = [], set()
-    for _ in range(samples):
-        trial = study.ask()
-        try:
-            constants = space.space(naming_errors(trial, space.path))
-        except SpaceParameterError:
-            raise
-        except Exception as error:
-            raise ValueError(f"{where}: space(trial) raised {type(error).__name__}: {error}") from None
-        if constants is not None and not isinstance(constants, dict):
-            raise ValueError(f"{where}: space(trial) must return a dict of constants or None, got {type(constants).__name__}")
-        config = trial_defaults(settings, threads=1) | trial.params | (constants or {})
-        configs.append(config)
-        study.tell(trial, 0.0)
-        if config_class is None:
-            continue  # a custom trainable checks its own config
-        try:
-            checked = config_class.from_mapping(config)
-            if isinstance(checked, TrialConfig):
-                check_against_run(checked, settings.max_epochs, settings.image_size)
-            if (checked.model, checked.weights) not in checked_models:
-                check_model_name(checked.model, checked.weights)
-                checked_models.add((checked.model, checked.weights))
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{where}: {error}") from None
-    return configs
-
-
-
-@dataclass(frozen=True)
-class Parameters:
-    """What sampling a space many times shows of its parameters."""
-
-    distributions: dict[str, Any]  # name -> Optuna distribution (the first one seen)
-    conditional: frozenset[str]  # absent from some samples, or with a distribution that varies
-
-
-def parameters(space: SpaceFile, settings: Settings, samples: int = 64) -> Parameters:
-    """Sample ``space`` ``samples`` times at random (seeded) and collect each parameter's distribution.
-
-    A parameter is conditional when some sample lacks it or suggests it differently; a condition
-    that 64 random samples never meet goes unnoticed.
-    """
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=settings.seed))
-    seen: list[dict[str, Any]] = []
-    for _ in range(samples):
-        trial = study.ask()
-        space.space(trial)  # dry_run has checked that it runs
-        seen.append(dict(trial.distributions))
-        study.tell(trial, 0.0)
-    distributions: dict[str, Any] = {}
-    for sample in seen:
-        for name, distribution in sample.items():
-            distributions.setdefault(name, distribution)
-    conditional = {
-        name for name, distribution in distributions.items() if any(s.get(name) != distribution for s in seen)
-    }
-    return Parameters(distributions=distributions, conditional=frozenset(conditional))

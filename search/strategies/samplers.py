@@ -1,7 +1,7 @@
 """The ``--sampler`` registry: how the next trial's parameters are chosen (an Optuna sampler).
 
 One entry per sampler; each builder imports Optuna itself, so this module is Ray- and Optuna-free
-at import. A new sampler is one decorated function here. search/strategies.py hands the built
+at import. A new sampler is one decorated function here. search/strategies/searcher.py hands the built
 sampler to Ray's OptunaSearch.
 """
 
@@ -11,7 +11,8 @@ import itertools
 import warnings
 from typing import Any
 
-from search.registry import Registry
+from search.config.sampling import parameters
+from search.strategies.registry import Registry
 
 __all__ = ["SAMPLERS", "grid_points", "nsga2_population"]
 
@@ -114,7 +115,7 @@ def _check_grid(settings, space) -> None:
 @SAMPLERS.register("grid", settings=("seed", "trials"), check=_check_grid)
 def grid(settings, space):
     """Every combination of categorical and stepped parameters, in a seeded order: small discrete spaces."""
-    from search.grid_sampler import GridSampler
+    from search.strategies.grid_sampler import GridSampler  # imports optuna: not at this module's import
 
     return GridSampler(grid_points(settings, space))
 
@@ -127,8 +128,6 @@ def grid_points(settings, space) -> list[dict[str, Any]]:
     """
     import numpy as np
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    from search.spaces import parameters
 
     values: dict[str, list] = {}
     for name, distribution in sorted(parameters(space, settings).distributions.items()):

@@ -1,7 +1,7 @@
 """Registries of search strategies, in the manner of timm's model registry: a dict filled by a decorator.
 
-``SAMPLERS`` (search/samplers.py) maps a ``--sampler`` name to how the next trial's parameters are
-chosen; ``SCHEDULERS`` (search/schedulers.py) maps a ``--scheduler`` name to when a trial stops (or,
+``SAMPLERS`` (search/strategies/samplers.py) maps a ``--sampler`` name to how the next trial's parameters are
+chosen; ``SCHEDULERS`` (search/strategies/schedulers.py) maps a ``--scheduler`` name to when a trial stops (or,
 for PBT, what it continues from). One entry per strategy: its builder, its one-line "when to use it",
 the settings it reads, and its own validation. Settings are checked against the registries' keys.
 
@@ -20,11 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
-from trainables._names import did_you_mean
+from trainables.names import did_you_mean
 
 if TYPE_CHECKING:
-    from search.settings import Settings
-    from search.spaces import SpaceFile
+    from search.config.settings import Settings
+    from search.config.spaces import SpaceFile
 
 __all__ = ["Registry", "Strategy"]
 

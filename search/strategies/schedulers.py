@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from search.registry import Registry
-from trainables._names import did_you_mean
+from search.config.sampling import parameters
+from search.strategies.registry import Registry
+from trainables import get_mutable_params
+from trainables.names import did_you_mean
 
-__all__ = ["SCHEDULERS", "pbt_mutations"]
+__all__ = ["SCHEDULERS", "ClipToSpace", "pbt_mutations"]
 
 SCHEDULERS = Registry("scheduler")
 
@@ -77,7 +79,7 @@ def _check_pbt(settings, space) -> None:
     pbt_mutations(settings, space)
 
 
-# Ray's PBT refuses a searcher beside it: the population is drawn up front (search/strategies.py).
+# Ray's PBT refuses a searcher beside it: the population is drawn up front (search/strategies/searcher.py).
 @SCHEDULERS.register(
     "pbt", settings=("pbt_interval_epochs", "pbt_mutate", "seed", "concurrency", "trials"), check=_check_pbt, takes_searcher=False
 )
@@ -95,7 +97,7 @@ def pbt(settings, space):
         mode=settings.mode,
         perturbation_interval=settings.pbt_interval_epochs,
         hyperparam_mutations={name: _ray_domain(d) for name, d in mutations.items()},
-        custom_explore_fn=_Clip(mutations),
+        custom_explore_fn=ClipToSpace(mutations),
         quantile_fraction=0.25,
         resample_probability=0.25,
         # The whole population at once (--concurrency >= --trials): synchronous PBT, every trial
@@ -113,8 +115,6 @@ def pbt_mutations(settings, space) -> dict[str, Any]:
     ValueError, naming it, for a parameter the space lacks, a conditional one, or one the
     trainable cannot change without starting over.
     """
-    from search.spaces import parameters
-    from trainables import get_mutable_params
 
     where = f"space file {str(space.path)!r}"
     mutable = get_mutable_params(settings.trainable)
@@ -152,7 +152,7 @@ def pbt_mutations(settings, space) -> dict[str, Any]:
 
 def _ray_domain(distribution) -> Any:
     """Ray's resampling domain for an Optuna distribution: choices as a list (mutated by a step left
-    or right), numbers as a range (mutated by x0.8 or x1.2, then clipped to it by _Clip)."""
+    or right), numbers as a range (mutated by x0.8 or x1.2, then clipped to it by ClipToSpace)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution
     from ray import tune
 
@@ -168,7 +168,7 @@ def _ray_domain(distribution) -> Any:
     return tune.qrandint(low, high, distribution.step)
 
 
-class _Clip:
+class ClipToSpace:
     """PBT's custom explore function: keep each mutated number inside its distribution's range and step."""
 
     def __init__(self, mutations: dict[str, Any]):

@@ -1,5 +1,5 @@
-"""How the next trial is chosen and when a trial stops: the sampler (search/samplers.py) behind
-Ray's OptunaSearch, and the scheduler (search/schedulers.py). Both are registry entries; this
+"""How the next trial is chosen and when a trial stops: the sampler (search/strategies/samplers.py) behind
+Ray's OptunaSearch, and the scheduler (search/strategies/schedulers.py). Both are registry entries; this
 module only assembles them for Ray Tune."""
 
 from __future__ import annotations
@@ -10,18 +10,19 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 from search import _adapter
-from search.samplers import SAMPLERS, nsga2_population
-from search.schedulers import SCHEDULERS
-from search.settings import Settings
-from search.spaces import SpaceFile, SpaceFunction
+from search.config.sampling import sample_space
+from search.config.settings import Settings
+from search.config.spaces import SpaceFile, SpaceFunction
+from search.strategies.samplers import SAMPLERS, nsga2_population
+from search.strategies.schedulers import SCHEDULERS
 
-__all__ = ["STUDY", "nsga2_population", "search_and_space"]
+__all__ = ["STUDY", "build_sampler", "build_scheduler", "build_searcher", "describe_searcher", "nsga2_population", "search_and_space"]
 
 # The Optuna study's name, in a fresh search and in the warm-started study of an extension.
 STUDY = "search"
 
 
-def _searcher(space: SpaceFile, settings: Settings, concurrency: int, storage=None):
+def build_searcher(space: SpaceFile, settings: Settings, concurrency: int, storage=None):
     import optuna
     from ray.tune.search import ConcurrencyLimiter
 
@@ -33,7 +34,7 @@ def _searcher(space: SpaceFile, settings: Settings, concurrency: int, storage=No
         # finished trial's last result gives its values (early-stopped trials included).
         metric=[settings.metric, *objectives] if objectives else settings.metric,
         mode=[settings.mode, *settings.objective_modes] if objectives else settings.mode,
-        sampler=_sampler(settings, space),
+        sampler=build_sampler(settings, space),
         study_name=STUDY,
         storage=storage,
     )
@@ -44,11 +45,11 @@ def search_and_space(space: SpaceFile, settings: Settings, concurrency: int, sto
     """Ray Tune's search algorithm and param_space: OptunaSearch (param_space empty), or, for a
     scheduler that takes no searcher, the population the sampler proposes up front."""
     if SCHEDULERS[settings.scheduler].takes_searcher:
-        return _searcher(space, settings, concurrency, storage=storage), {}
+        return build_searcher(space, settings, concurrency, storage=storage), {}
     return _population(space, settings, concurrency)
 
 
-def _sampler(settings: Settings, space: SpaceFile):
+def build_sampler(settings: Settings, space: SpaceFile):
     return SAMPLERS[settings.sampler].build(settings, space)
 
 
@@ -58,16 +59,10 @@ def _population(space: SpaceFile, settings: Settings, concurrency: int) -> tuple
 
     Ray completes each point from param_space, which must name every key: a conditional
     parameter a point lacks is None there, and the trial drops it (search/trial.py)."""
-    import optuna
     from ray.tune.search import BasicVariantGenerator
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=_sampler(settings, space), direction="maximize")
-    configs = []
-    for _ in range(settings.trials):
-        trial = study.ask()
-        constants = space.space(trial) or {}
-        configs.append(trial.params | constants)
+    samples = sample_space(space, build_sampler(settings, space), settings.trials, tell=False, direction="maximize")
+    configs = [sample.params | sample.constants for sample in samples]
     param_space = {key: None for config in configs for key in config}
     generator = BasicVariantGenerator(points_to_evaluate=configs, max_concurrent=concurrency, random_state=settings.seed)
     return generator, param_space
@@ -100,7 +95,7 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _scheduler(settings: Settings, space: SpaceFile):
+def build_scheduler(settings: Settings, space: SpaceFile):
     return SCHEDULERS[settings.scheduler].build(settings, space)
 
 

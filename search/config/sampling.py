@@ -1,0 +1,119 @@
+"""Sampling a space file into trial configs, written once: the dry run that checks every sampled
+config before any trial starts, the parameters' distributions, the corners GPU packing measures
+and the population PBT starts from all ask ``sample_space``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from search.config.settings import Settings
+from search.config.spaces import SpaceFile, SpaceParameterError, naming_errors, trial_defaults
+from trainables import TRAINABLES, get_trainable
+
+__all__ = ["Parameters", "Sample", "dry_run", "parameters", "sample_space"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One trial's worth of a space: what the sampler chose, and what ``space(trial)`` returned."""
+
+    params: dict[str, Any]  # the suggested parameters
+    constants: dict[str, Any]  # the dict space(trial) returned ({} for None)
+    distributions: dict[str, Any]  # name -> Optuna distribution
+
+    def config(self, settings: Settings) -> dict[str, Any]:
+        """The trial's config as the dry run checks it: the run's trial settings (one thread),
+        then the parameters, then the constants."""
+        return trial_defaults(settings, threads=1) | self.params | self.constants
+
+
+def sample_space(space: SpaceFile, sampler: Any, samples: int, tell: bool = True, direction: str = "minimize") -> Iterator[Sample]:
+    """Ask an Optuna study with ``sampler`` for ``samples`` trials of ``space``, one at a time.
+
+    ``tell``: each trial is told 0.0 after it is yielded (a dry sample; False: asked, never told,
+    so a searcher's sampler gets no feedback). ValueError names the space file when ``space(trial)``
+    raises or returns neither a dict nor None."""
+    import optuna  # imports in a second: not on the CLI's --help path
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=sampler, direction=direction)
+    where = f"space file {str(space.path)!r}"
+    for _ in range(samples):
+        trial = study.ask()
+        try:
+            constants = space.space(naming_errors(trial, space.path))
+        except SpaceParameterError:
+            raise
+        except Exception as error:
+            raise ValueError(f"{where}: space(trial) raised {type(error).__name__}: {error}") from None
+        if constants is not None and not isinstance(constants, dict):
+            raise ValueError(f"{where}: space(trial) must return a dict of constants or None, got {type(constants).__name__}")
+        yield Sample(dict(trial.params), dict(constants or {}), dict(trial.distributions))
+        if tell:
+            study.tell(trial, 0.0)
+
+
+def random_sampler(settings: Settings) -> Any:
+    """Optuna's RandomSampler, seeded by the run's seed: the dry run's and ``parameters``'."""
+    import optuna  # as in sample_space
+
+    return optuna.samplers.RandomSampler(seed=settings.seed)
+
+
+def dry_run(space: SpaceFile, settings: Settings, samples: int = 16) -> list[dict[str, Any]]:
+    """Sample the space ``samples`` times at random and validate every resulting trial config.
+
+    Catches, before Ray starts: bad suggest ranges, a non-dict return, unknown parameter names,
+    out-of-range values, unknown optimizer or model names, and what the trainable's registry entry
+    checks against the run (``check_run``: more epochs or a larger image size than it gives).
+    Returns the sampled configs.
+    """
+    from trainables.models import check_model_name  # imports torch: only when a space is checked
+
+    get_trainable(settings.trainable)
+    entry = TRAINABLES.get(settings.trainable)  # None: a custom "package.module:function" checks its own config
+    config_class = entry.resolve("config") if entry is not None else None
+    check_run = entry.resolve("check_run") if entry is not None else None
+    where = f"space file {str(space.path)!r}"
+    configs, checked_models = [], set()
+    for sample in sample_space(space, random_sampler(settings), samples):
+        config = sample.config(settings)
+        configs.append(config)
+        if config_class is None:
+            continue
+        try:
+            checked = config_class.from_mapping(config)
+            if check_run is not None:
+                check_run(checked, settings.max_epochs, settings.image_size)
+            if (checked.model, checked.weights) not in checked_models:
+                check_model_name(checked.model, checked.weights)
+                checked_models.add((checked.model, checked.weights))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: {error}") from None
+    return configs
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """What sampling a space many times shows of its parameters."""
+
+    distributions: dict[str, Any]  # name -> Optuna distribution (the first one seen)
+    conditional: frozenset[str]  # absent from some samples, or with a distribution that varies
+
+
+def parameters(space: SpaceFile, settings: Settings, samples: int = 64) -> Parameters:
+    """Sample ``space`` ``samples`` times at random (seeded) and collect each parameter's distribution.
+
+    A parameter is conditional when some sample lacks it or suggests it differently; a condition
+    that 64 random samples never meet goes unnoticed.
+    """
+    seen = [sample.distributions for sample in sample_space(space, random_sampler(settings), samples)]
+    distributions: dict[str, Any] = {}
+    for sample in seen:
+        for name, distribution in sample.items():
+            distributions.setdefault(name, distribution)
+    conditional = {
+        name for name, distribution in distributions.items() if any(s.get(name) != distribution for s in seen)
+    }
+    return Parameters(distributions=distributions, conditional=frozenset(conditional))
