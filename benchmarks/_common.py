@@ -85,3 +85,20 @@ def bare_loop(configs: list[dict], concurrency: int, image_size: int, data_fract
     with context.Pool(concurrency, initializer=_load, initargs=("digits", image_size, data_fraction)) as pool:
         pool.map(_train, configs, chunksize=1)
     return time.perf_counter() - started
+
+
+def start_ray_retrying(start, attempts: int = 3, out=print) -> None:
+    """``start()`` (a Ray session's start), again after Ray's 30 s wait for a new local node ran out,
+    as it does on a heavily loaded machine; the processes the failed start left are ended first
+    (this process's children, by id)."""
+    import psutil
+
+    for attempt in range(attempts):
+        try:
+            return start()
+        except Exception as error:
+            if "timed out during startup" not in str(error) or attempt == attempts - 1:
+                raise
+            out(f"Ray did not start in time ({error}); again")
+            for child in psutil.Process().children(recursive=True):
+                child.kill()
