@@ -201,8 +201,8 @@ def retrain(
 def _announced(run_dir: Path, rebuild_cache: bool, out: Callable[[str], None]) -> FinalData:
     data = load_final_data(run_dir, rebuild_cache=rebuild_cache)
     how = "streamed from the data cache in batches" if data.loading == "stream" else "in memory"
-    out(f"retrain: {len(data.train_labels)} train+validation images, {len(data.test_labels)} test images ({how}; "
-        "the test split is read once per model)")  # fmt: skip
+    out(f"retrain: {len(data.train_labels)} train+validation images, {len(data.test_labels)} test images (read now, {how}; "
+        "the test split once per model)")  # fmt: skip
     return data
 
 
