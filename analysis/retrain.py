@@ -166,8 +166,8 @@ def retrain(
             out(f"retrain: trial {trial_id} (rank {int(entry['rank'])}), seed {config['seed']}, {what}")
             replay = [(first, later_config | {"threads": threads, "seed": config["seed"]}) for first, later_config in later]
             rows.append(_train_and_test(directory, trial_id, int(entry["rank"]), trainable, config, epochs, data, settings, tta, lrs, replay))
-    if data is None:  # the baselines read it: a damaged cache fails here, before anything is written
-        data = _announced(run_dir, rebuild_cache, out)
+    if data is None:  # every model reused; the baselines read it: a damaged cache fails here, before anything is written
+        data = load_final_data(run_dir, rebuild_cache=rebuild_cache)
     models = pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
     write_text(root / "models.csv", models.to_csv(index=False))
     table = _summarize(models, board)
