@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from analysis.batches import mirrored
 from trainables import metrics
 
 __all__ = ["classification_metrics", "confusion_table", "mean_std", "mirrored", "probability_metrics", "tta_probabilities"]
@@ -54,12 +55,6 @@ def mean_std(values) -> tuple[float, float]:
         return math.nan, math.nan
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
-
-
-def mirrored(images: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) images mirrored left to right (numpy; trainables.augment.flip_horizontal flips a
-    training batch's chosen images on the device)."""
-    return np.ascontiguousarray(np.asarray(images)[..., ::-1])
 
 
 def tta_probabilities(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.batches import batched_probabilities
 from analysis.records import RunDir
 from trainables.images import UNREADABLE_IMAGE_ERRORS, load_image
 from trainables.split import check_unchanged
@@ -23,8 +24,13 @@ from trainables.split import check_unchanged
 __all__ = ["predict"]
 
 
-def predict(run_dir: Path, images: list[str | Path], top: int = 5) -> list[list[tuple[str, float]]]:
+def predict(run_dir: Path, images: list[str | Path], top: int = 5, rebuild_cache: bool = False) -> list[list[tuple[str, float]]]:
     """For each image, the ``top`` most probable classes with their probabilities, best first.
+
+    A features winner is refitted on the run's train + validation images, read from the data
+    cache in batches for a streamed run; ``rebuild_cache`` decodes that cache again if it is gone
+    or damaged (else ``trainables.cache.CacheDamaged`` names the shard). A classifier winner reads
+    nothing but ``images``.
 
     Raises FileNotFoundError when the run has no retrained model or an image does not exist, and
     ValueError naming the file when an image cannot be read.
@@ -48,8 +54,9 @@ def predict(run_dir: Path, images: list[str | Path], top: int = 5) -> list[list[
             batch.append(load_image(path, image_size).numpy())
         except UNREADABLE_IMAGE_ERRORS as error:
             raise ValueError(f"cannot read image {str(path)!r} ({error}): expected a PNG, JPEG or other file PIL opens") from None
-    models = [load_retrained(run_dir, directory) for directory in retrained_models(run_dir)]
-    probabilities = np.mean([model.probabilities(np.stack(batch)) for model in models], axis=0)
+    models = [load_retrained(run_dir, directory, rebuild_cache=rebuild_cache) for directory in retrained_models(run_dir)]
+    # In batches (analysis/batches.py): a long list of images is never one array on the device.
+    probabilities = np.mean([batched_probabilities(model.probabilities, batch)[0] for model in models], axis=0)
     classes = models[0].classes
     ranked = []
     for row in probabilities:

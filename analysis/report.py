@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.baseline import BASELINE_FILE, format_baseline, format_baselines
 from analysis.leaderboard import objectives_of, write_leaderboard
 from analysis.plots import plot_importance, plot_learning_curves, plot_parameters, plot_pareto
-from analysis.records import RunDir, write_text
+from analysis.records import RunDir, read_json, write_text
 from analysis.study import export_study, frozen_trials, write_importance
 
 __all__ = ["markdown_table", "write_report"]
@@ -136,7 +137,7 @@ def _test_section(run_dir: Path, settings: dict) -> list[str]:
         f"for {int(best['best_epoch'])} epoch(s), test accuracy {best['test_acc_mean']:.4f} ± {best['test_acc_std']:.4f} "
         f"(mean ± std over {int(best['seeds'])} seeds); retraining took {best['retrain_time_s']:.1f} s.**",
         "",
-        *_baseline_lines(best),
+        *_baseline_lines(best, run_dir),
         markdown_table(table),
         "",
     ]
@@ -147,7 +148,21 @@ def _test_section(run_dir: Path, settings: dict) -> list[str]:
     return lines
 
 
-def _baseline_lines(best: pd.Series) -> list[str]:
+def _baseline_lines(best: pd.Series, run_dir: Path) -> list[str]:
+    stored = run_dir / "retrain" / BASELINE_FILE
+    if "strongest_baseline" in best and stored.is_file():
+        rows = read_json(stored)["rows"]
+        metric = best.get("strongest_baseline_metric", "test_acc")
+        headline = format_baselines(rows, best[f"{metric}_mean"], best[f"{metric}_std"], int(best["seeds"]), metric)[-1]
+        return [
+            f"**{headline[0].upper() + headline[1:]}.**",
+            "",
+            "Classic baselines, fitted on the same train + validation images and tested once on the same test images "
+            "([retrain/baselines.csv](retrain/baselines.csv)):",
+            "",
+            *(f"- Classic baseline, {format_baseline(row)}" for row in rows),
+            "",
+        ]
     if "baseline_test_acc" not in best or pd.isna(best["baseline_test_acc"]):
         return []
     gap = best["test_acc_mean"] - best["baseline_test_acc"]

@@ -15,33 +15,43 @@ import numpy as np
 
 from analysis.records import RunDir, read_json, trial_dir
 from trainables import get_trainable
+from trainables.cache import CacheDamaged
 from trainables.data import load_dataset
 from trainables.split import Split, check_unchanged, trial_data
 
 __all__ = ["load_run_images", "load_trial_data", "rerun_trial"]
 
 
-def load_run_images(run_dir: Path):
+def load_run_images(run_dir: Path, rebuild_cache: bool = True, command: str = "retrain"):
     """The run's data set as it recorded it: (ImageSet, split.json's contents, data loading).
 
     Refuses (``trainables.split.DataChanged``, a ValueError) a file-based set whose files were
     added, removed or changed since the run split it. The images come from the data cache when it
-    is still there (0 decoded), else are decoded again in this process.
+    is still there (0 decoded), else are decoded again in this process; with ``rebuild_cache``
+    False a missing or damaged cache is ``trainables.cache.CacheDamaged`` instead, naming the shard
+    and ``python -m search COMMAND RUN_DIR --rebuild-cache``, which decodes it again.
     """
-
     run = RunDir(Path(run_dir))
     settings, split = run.settings().to_dict(), run.split()
     check_unchanged(split, settings, where=str(Path(run_dir) / "split.json"))
     loading = split.get("loading", "memory")
-    images = load_dataset(
-        settings["dataset"],
-        settings["image_size"],
-        data_root=settings.get("data_root") or None,
-        classes=settings.get("classes", ""),
-        cache=settings.get("data_cache") or None,
-        cache_arrays=loading == "stream",
-        out=lambda line: None,
-    )
+    try:
+        images = load_dataset(
+            settings["dataset"],
+            settings["image_size"],
+            data_root=settings.get("data_root") or None,
+            classes=settings.get("classes", ""),
+            cache=settings.get("data_cache") or None,
+            cache_arrays=loading == "stream",
+            out=lambda line: None,
+            rebuild=rebuild_cache,
+        )
+    except CacheDamaged as error:
+        raise CacheDamaged(
+            f"{error}. The run's images were decoded into it for the search and are read from it, not "
+            f"decoded again: `python -m search {command} {run_dir} --rebuild-cache` decodes it again from "
+            f"{settings['dataset']!r} (files written by earlier retrains are kept)"
+        ) from None
     if list(images.classes) != split["classes"]:
         raise ValueError(
             f"the classes of data set {settings['dataset']!r} changed since the run: now {list(images.classes)}, "

@@ -1,6 +1,6 @@
 """Retrain the winners on train + validation, then evaluate each model once on the held-out test split.
 
-    python -m search retrain RUN_DIR [--top-k 1] [--seeds 3] [--force] [--no-tta] [--ensemble]
+    python -m search retrain RUN_DIR [--top-k 1] [--seeds 3] [--force] [--no-tta] [--ensemble] [--rebuild-cache]
 
 For each of the top-k trials of the leaderboard, S models are trained in this process (no Ray) on
 the train and validation images together, for the epoch count at which the trial reached its best
@@ -14,6 +14,18 @@ on the train + validation features, per seed (a random forest differs per seed; 
 and the SVM do not). Its estimator is not saved (scikit-learn persists only through pickle, which
 this project never loads); ``model.json`` holds what refits it deterministically, and ``predict``
 refits it, checking that the refit reproduces the stored probabilities of the first training images.
+
+A streamed run (``split.json``'s ``loading`` "stream") is retrained from the data cache: the
+images are views of its memory-mapped shards (``FinalData.loading``), the final models train
+through the streaming path its trials used (``fit_classifier(..., stream=True)``: the same
+batches, so the same models as in memory), and every evaluation reads the test images in batches
+(``analysis/batches.py``), so no copy of the set is made. The cache must be intact:
+``trainables.cache.CacheDamaged`` (exit 2) names a missing or damaged shard and the command that
+decodes it again (``--rebuild-cache``), before anything is written.
+
+Classic baselines on the same split (``analysis/baseline.py``): logistic regression and a
+CV-tuned RBF SVC on the pixels, and a linear probe for a pretrained winner; test_results.csv and
+the summary compare the winner with the strongest of them.
 
 Flip TTA (on unless ``tta=False``): each model is also evaluated on the test split with horizontal
 test-time augmentation, the mean of the softmax of each image and of its mirror image, reported
@@ -29,6 +41,7 @@ averaged and all k x S models averaged. What it writes::
     RUN_DIR/test_results.csv               one row per retrained trial: test metrics, mean and std over seeds
     RUN_DIR/ensemble.csv                   --ensemble: single best vs. ensembles (test_acc, test_balanced_acc, test_loss, members)
     RUN_DIR/retrain/models.csv             one row per model (trial x seed)
+    RUN_DIR/retrain/baselines.json, .csv   the classic baselines: test metrics, images, features, time
     RUN_DIR/retrain/<trial>-per_class.csv  precision, recall, F1 per class, mean and std over seeds
     RUN_DIR/retrain/<trial>-confusion.csv  confusion matrix summed over seeds (rows: true, columns: predicted)
     RUN_DIR/retrain/<trial>-confusion.png
@@ -39,7 +52,7 @@ averaged and all k x S models averaged. What it writes::
       metrics.json, per_class.csv, confusion.csv, events.out.tfevents.*   this model's test results
 
 The jobs beside this orchestration: final_data.py (the data, the only reader of the test split),
-evaluate.py (the test metrics, flip TTA), store.py (the stored models), ensemble.py, baseline.py.
+evaluate.py (the test metrics, flip TTA), batches.py (evaluation batch by batch), store.py (the stored models), ensemble.py, baseline.py.
 
 A second call reuses every model already evaluated (the test split is read once per model), unless
 ``force`` is set; a model stored without the flip-TTA evaluation that is now asked for is retrained.
@@ -56,9 +69,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from analysis.baseline import fit_baseline
+from analysis.baseline import fit_baselines, format_baselines, strongest
+from analysis.batches import batched_probabilities
 from analysis.ensemble import ensemble_table, format_ensemble
-from analysis.evaluate import confusion_table, mean_std, probability_metrics, tta_probabilities
+from analysis.evaluate import confusion_table, mean_std, probability_metrics
 from analysis.final_data import FinalData, load_final_data
 from analysis.leaderboard import build_leaderboard
 from analysis.plots import plot_confusion
@@ -66,15 +80,17 @@ from analysis.records import RunDir, TrialStatus, read_json, read_trials, trial_
 from analysis.store import TTA_METRICS, stored_metrics
 from trainables import DEFAULT_TRAINABLE, TRAINABLES, Trainable
 
-__all__ = ["format_test_summary", "pbt_schedule", "retrain"]
+__all__ = ["format_test_summary", "pbt_schedule", "retrain", "with_baselines"]
 
 # The test metrics of one model that test_results.csv summarises as mean and std over seeds.
 SUMMARY_METRICS = ("test_acc", "test_loss", "test_balanced_acc", "test_macro_f1")
 # Columns of retrain/models.csv: one row per retrained model.
 MODEL_COLUMNS = (
     "trial_id", "rank", "seed", "epochs", *SUMMARY_METRICS, *TTA_METRICS, "test_examples", "train_examples", "retrain_time_s",
+    "data_loading",
 )  # fmt: skip
-# The classic baseline's columns of test_results.csv (the same on every row: one per run).
+# The untuned classic baseline's columns of test_results.csv (the same on every row: one per run);
+# with_baselines adds every baseline's and the strongest's.
 BASELINE_COLUMNS = ("baseline", "baseline_test_acc", "baseline_test_balanced_acc")
 
 
@@ -87,11 +103,14 @@ def retrain(
     out: Callable[[str], None] = print,
     tta: bool = True,
     ensemble: bool = False,
+    rebuild_cache: bool = False,
 ) -> pd.DataFrame:
     """Retrain and test the top ``top_k`` trials, ``seeds`` models each; return test_results.csv's table.
 
     ``tta``: also evaluate each model with flip TTA (columns ``*_tta``). ``ensemble``: also write
     ``ensemble.csv``, the top-k trials' models averaged against the single best (``top_k >= 2``).
+    ``rebuild_cache``: decode the run's data cache again if it is gone or damaged (else
+    ``trainables.cache.CacheDamaged``, before anything is written).
     """
     run_dir = Path(run_dir)
     run = RunDir.open(run_dir)
@@ -142,24 +161,19 @@ def retrain(
                 reused += 1
                 continue
             if data is None:
-                data = load_final_data(run_dir)
-                out(
-                    f"retrain: {len(data.train_labels)} train+validation images, "
-                    f"{len(data.test_labels)} test images (read now, once per model)"
-                )
+                data = _announced(run_dir, rebuild_cache, out)
             what = trainable.refit_summary.format(epochs=epochs)  # "2 epoch(s)", "classifier fitted on frozen features"
             out(f"retrain: trial {trial_id} (rank {int(entry['rank'])}), seed {config['seed']}, {what}")
             replay = [(first, later_config | {"threads": threads, "seed": config["seed"]}) for first, later_config in later]
             rows.append(_train_and_test(directory, trial_id, int(entry["rank"]), trainable, config, epochs, data, settings, tta, lrs, replay))
+    if data is None:  # every model reused; the baselines read it: a damaged cache fails here, before anything is written
+        data = load_final_data(run_dir, rebuild_cache=rebuild_cache)
     models = pd.DataFrame(rows, columns=list(MODEL_COLUMNS))
     write_text(root / "models.csv", models.to_csv(index=False))
     table = _summarize(models, board)
-    # A classic baseline on the same split, shown beside the winner (analysis/baseline.py).
-    if data is None:
-        data = load_final_data(run_dir)
-    baseline = fit_baseline(root, data, chosen[0][1]["config"], threads=threads, force=force)
-    for key in BASELINE_COLUMNS:
-        table[key] = baseline[key]
+    # Classic baselines on the same split, the winner against the strongest (analysis/baseline.py).
+    baselines = fit_baselines(root, data, chosen[0][1]["config"], threads=threads, force=force, out=out)
+    table = with_baselines(table, baselines, _comparison_metric(settings["metric"]))
     write_text(run_dir / "test_results.csv", table.to_csv(index=False))
     _write_per_trial(root, models)
     out(
@@ -175,12 +189,48 @@ def retrain(
         except Exception as error:  # noqa: BLE001 (tracking never loses the test results written above)
             out(f"retrain: MLflow logging failed ({type(error).__name__}: {error}); the results above are written")
     if ensemble:
-        labels = data.test_labels  # loaded above for the baseline
+        labels = data.test_labels  # loaded above for the baselines
         members = [[root / f"{trial_id}-seed{seed}" for seed in group["seed"]] for trial_id, group in models.groupby("trial_id", sort=False)]
         compared = ensemble_table(members, labels, tta=tta)
         write_text(run_dir / "ensemble.csv", compared.to_csv(index=False))
         out(format_ensemble(compared))
         out(f"ensemble: {run_dir / 'ensemble.csv'}")
+    return table
+
+
+def _announced(run_dir: Path, rebuild_cache: bool, out: Callable[[str], None]) -> FinalData:
+    data = load_final_data(run_dir, rebuild_cache=rebuild_cache)
+    how = "streamed from the data cache in batches" if data.loading == "stream" else "in memory"
+    out(f"retrain: {len(data.train_labels)} train+validation images, {len(data.test_labels)} test images (read now, {how}; "
+        "the test split once per model)")  # fmt: skip
+    return data
+
+
+def _comparison_metric(metric: str) -> str:
+    """The test metric the winner and the baselines are compared on, for the run's ``metric``."""
+    return "test_balanced_acc" if metric == "val_balanced_acc" else "test_acc"
+
+
+def with_baselines(table: pd.DataFrame, baselines: list[dict], metric: str = "test_acc") -> pd.DataFrame:
+    """test_results.csv's table with the baselines' columns (the same on every row): each baseline's
+    test accuracy (``<baseline>_test_acc``); the strongest (``strongest_baseline*``) on ``metric``
+    and whether the row's model beat it (its mean over seeds above it); and ``baseline*``, the
+    untuned reference of earlier versions (linear probe for a pretrained winner, else logistic
+    regression on pixels)."""
+    table = table.copy()
+    reference = baselines[-1] if baselines[-1]["baseline"] == "linear_probe" else baselines[0]
+    table["baseline"] = reference["name"]
+    table["baseline_test_acc"] = reference["test_acc"]
+    table["baseline_test_balanced_acc"] = reference["test_balanced_acc"]
+    for row in baselines:
+        table[f"{row['baseline']}_test_acc"] = row["test_acc"]
+    best = strongest(baselines, metric)
+    table["strongest_baseline"] = best["name"]
+    table["strongest_baseline_metric"] = metric
+    table["strongest_baseline_test_acc"] = best["test_acc"]
+    table["strongest_baseline_test_balanced_acc"] = best["test_balanced_acc"]
+    table["beats_strongest_baseline"] = table[f"{metric}_mean"] > best[metric]
+    table.attrs["baselines"] = baselines  # for format_test_summary (not written to the CSV)
     return table
 
 
@@ -214,6 +264,7 @@ def _train_and_test(
         "image_size": settings["image_size"],
         "dataset": settings["dataset"],
         "train_examples": len(data.train_labels),
+        "data_loading": data.loading,  # "stream": refitted and evaluated batch by batch from the cache
     }
     if replay:
         built["pbt_schedule"] = [{"from_epoch": first, "config": later} for first, later in replay]
@@ -226,14 +277,15 @@ def _train_and_test(
     began = time.perf_counter()
     model = fit(
         config, data.train_images, data.train_labels, data.classes, epochs=epochs, report=report, lr_per_epoch=lrs,
-        pbt_schedule=replay,
+        pbt_schedule=replay, stream=data.loading == "stream",
     )
     train_time = time.perf_counter() - began
     # Its weights (trainable.stored_files), or what a refit is checked against (a features model).
     built |= model.save(directory)
     write_json(directory / "model.json", built)
-    # The one evaluation on the test split (with flip TTA: the same images, mirrored, as well).
-    probabilities = model.probabilities(data.test_images)
+    # The one evaluation on the test split (with flip TTA: the same images, mirrored, as well),
+    # batch by batch: each batch of test images is read once for both.
+    probabilities, flipped = batched_probabilities(model.probabilities, data.test_images, tta=tta)
     np.save(directory / "test_probabilities.npy", probabilities, allow_pickle=False)
     summary, confusion, per_class = probability_metrics(probabilities, data.test_labels, data.classes)
     metrics = {
@@ -245,9 +297,9 @@ def _train_and_test(
         "test_examples": len(data.test_labels),
         "train_examples": len(data.train_labels),
         "retrain_time_s": round(train_time, 2),
+        "data_loading": data.loading,
     }
     if tta:
-        flipped = tta_probabilities(model.probabilities, data.test_images, plain=probabilities)
         np.save(directory / "test_probabilities_tta.npy", flipped, allow_pickle=False)
         with_tta, _, _ = probability_metrics(flipped, data.test_labels, data.classes)
         metrics |= {f"{key}_tta": with_tta[key] for key in ("test_acc", "test_loss", "test_balanced_acc")}
@@ -326,7 +378,11 @@ def format_test_summary(table: pd.DataFrame) -> str:
                 else ""
             )
         )
-    if len(table) and "baseline_test_acc" in table:
+    if len(table) and table.attrs.get("baselines"):  # with_baselines put them there
+        row = table.iloc[0]
+        metric = row.get("strongest_baseline_metric", "test_acc")
+        lines += format_baselines(table.attrs["baselines"], row[f"{metric}_mean"], row[f"{metric}_std"], int(row["seeds"]), metric)
+    elif len(table) and "baseline_test_acc" in table:
         row = table.iloc[0]
         lines.append(
             f"baseline ({row['baseline']}, same split): test accuracy {row['baseline_test_acc']:.4f}, "

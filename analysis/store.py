@@ -70,19 +70,21 @@ def _restorable(directory: Path) -> bool:
 
 
 
-def load_retrained(run_dir: Path, directory: Path):
+def load_retrained(run_dir: Path, directory: Path, rebuild_cache: bool = False):
     """A retrained model, with ``probabilities(images)`` and ``classes``, whatever its trainable.
 
     Its trainable's ``load`` rebuilds it: a classifier from its weights; a features model is
     refitted on the run's train + validation images (never the test split), and the refit must
     reproduce the probabilities the retrain stored for the first training images, else ValueError
-    says why it cannot be trusted.
+    says why it cannot be trusted. A streamed run's images are read from its data cache in batches;
+    ``rebuild_cache`` decodes that cache again if it is gone or damaged (else
+    ``trainables.cache.CacheDamaged`` names the shard).
     """
     built = read_json(Path(directory) / "model.json")
     load = get_entry(built.get("trainable", DEFAULT_TRAINABLE)).resolve("load")
 
     def train_data() -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
-        data = load_train_data(run_dir)
+        data = load_train_data(run_dir, rebuild_cache=rebuild_cache, command="predict")
         return data.train_images, data.train_labels, data.classes
 
     return load(Path(directory), built, train_data)

@@ -36,6 +36,10 @@ _EXAMPLES = """examples:
 """
 
 
+# retrain and predict read a run's images from its data cache and refuse a missing or damaged one.
+REBUILD_HELP = "decode the run's data cache again from its files when it is missing or damaged (else: exit 2 naming the shard)"
+
+
 class _Command:
     """A command's parser and the option strings it accepts, collected as they are added (argparse
     keeps its list private), so that an unknown option can be answered with the closest one."""
@@ -137,6 +141,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, _Command]]:
         "--ensemble", action="store_true",
         help="also compare the top-k trials' models averaged with the single best on the test split (ensemble.csv; --top-k >= 2)",
     )  # fmt: skip
+    retrain.add("--rebuild-cache", dest="rebuild_cache", action="store_true", help=REBUILD_HELP)
 
     predict = _Command(
         commands.add_parser("predict", help="top-5 classes of images from the run's retrained winner", allow_abbrev=False)
@@ -144,6 +149,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, _Command]]:
     predict.add("run_dir", metavar="RUN_DIR")
     predict.add("images", metavar="IMAGE", nargs="+")
     predict.add("--top", type=int, default=5, help="classes to list per image (default 5)")
+    predict.add("--rebuild-cache", dest="rebuild_cache", action="store_true", help=REBUILD_HELP)
     commands_by_name = {"run": run, "resume": resume, "leaderboard": board, "report": report, "retrain": retrain, "predict": predict}
     return parser, commands_by_name
 
@@ -265,7 +271,8 @@ def _retrain(args: argparse.Namespace) -> int:
 
     run_dir = _run_dir(args)
     _say_code_runs(run_dir)
-    table = retrain(run_dir, top_k=args.top_k, seeds=args.seeds, force=args.force, tta=args.tta, ensemble=args.ensemble)
+    table = retrain(run_dir, top_k=args.top_k, seeds=args.seeds, force=args.force, tta=args.tta, ensemble=args.ensemble,
+                    rebuild_cache=args.rebuild_cache)  # fmt: skip
     print(format_test_summary(table))
     print(f"report: {write_report(run_dir)}")
     return 0
@@ -276,7 +283,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.top < 1:
         raise ValueError(f"The value of `--top` is {args.top}, but must be an integer >= 1.")
-    for image, ranked in zip(args.images, predict(_run_dir(args), args.images, top=args.top)):
+    for image, ranked in zip(args.images, predict(_run_dir(args), args.images, top=args.top, rebuild_cache=args.rebuild_cache)):
         print(f"{image}: " + ", ".join(f"{name} {probability:.4f}" for name, probability in ranked))
     return 0
 

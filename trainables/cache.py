@@ -39,6 +39,7 @@ import numpy as np
 
 __all__ = [
     "CACHE_FORMAT",
+    "CacheDamaged",
     "CacheError",
     "CachedImages",
     "Decoded",
@@ -48,6 +49,7 @@ __all__ = [
     "cache_key",
     "check_writable",
     "open_cache",
+    "open_complete",
 ]
 
 CACHE_FORMAT = 1
@@ -58,6 +60,10 @@ _HASH_BLOCK = 8 * 2**20  # bytes read at a time while hashing a shard
 
 class CacheError(ValueError):
     """A cache directory that cannot be used: not writable, or too little free space."""
+
+
+class CacheDamaged(CacheError):
+    """A cache that should be complete (a finished run's) is missing, or a shard of it is damaged."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +211,29 @@ def open_cache(directory: str | os.PathLike, verify: str = "size") -> CachedImag
         return None
     if _bad_shards(directory, manifest, verify) or not (directory / "labels.npy").is_file():
         return None
+    return CachedImages(directory, manifest)
+
+
+def open_complete(directory: str | os.PathLike, verify: str = "hash") -> CachedImages:
+    """The cache in ``directory``, which must be complete: CacheDamaged naming what is missing or
+    which shard fails ``verify`` otherwise (a reader that must not decode again: retrain, predict)."""
+    directory = Path(directory)
+    try:
+        manifest = _read_manifest(directory)
+    except (OSError, ValueError, KeyError) as error:
+        what = "is missing" if not (directory / "manifest.json").exists() else f"cannot be read ({error})"
+        raise CacheDamaged(f"data cache {directory}: its manifest.json {what}") from None
+    if not (directory / "labels.npy").is_file():
+        raise CacheDamaged(f"data cache {directory}: its labels.npy is missing")
+    bad = _bad_shards(directory, manifest, verify)
+    if bad:
+        files = [manifest["shards"][n]["file"] for n in bad]
+        states = ["missing" if not (directory / f).is_file() else "truncated or corrupted" for f in files]
+        named = ", ".join(f"{f} ({state})" for f, state in zip(files[:3], states))
+        raise CacheDamaged(
+            f"data cache {directory}: {len(bad)} of {len(manifest['shards'])} shard(s) damaged: {named}"
+            + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        )
     return CachedImages(directory, manifest)
 
 

@@ -24,12 +24,14 @@ import numpy as np
 
 from trainables.cache import (
     DEFAULT_CACHE,
+    CacheDamaged,
     CacheError,
     Decoded,
     build_or_open,
     cache_key,
     check_writable,
     open_cache,
+    open_complete,
 )
 from trainables.configs import bytes_from_env
 from trainables.datasets import DatasetError, ImageSet, Source, resolve_source
@@ -57,15 +59,17 @@ def load_dataset(
     decode_map: Callable[[Callable, Iterable], Iterable] = map,
     out: Callable[[str], None] | None = None,
     cache_arrays: bool = False,
+    rebuild: bool = True,
 ) -> ImageSet:
     """Load ``name`` (see module docstring) resized to ``image_size`` pixels.
 
     ``classes``: keep a subset ("10" or "apple_pie,sushi"). Image files go through the data cache
     in ``cache`` (default DEFAULT_CACHE), decoded by ``decode_map`` (the engine passes Ray tasks);
-    ``cache_arrays`` puts array sets there too (for streaming trials).
+    ``cache_arrays`` puts array sets there too (for streaming trials). ``rebuild=False``: the
+    cache must be there and intact (``trainables.cache.CacheDamaged`` names the shard otherwise).
     """
     source = resolve_source(name, image_size, data_root, classes)
-    return open_source(source, cache, decode_map, out or (lambda line: None), cache_arrays)
+    return open_source(source, cache, decode_map, out or (lambda line: None), cache_arrays, rebuild)
 
 
 def open_source(
@@ -74,18 +78,25 @@ def open_source(
     decode_map: Callable[[Callable, Iterable], Iterable] = map,
     out: Callable[[str], None] = print,
     cache_arrays: bool = False,
+    rebuild: bool = True,
 ) -> ImageSet:
-    """The ImageSet of ``source``: decoded into (or reopened from) the data cache for files."""
+    """The ImageSet of ``source``: decoded into (or reopened from) the data cache for files.
+    ``rebuild=False``: only reopened, CacheDamaged when it is missing or damaged."""
     if source.array is not None and not cache_arrays:
         return source.array
     cache_root, key, chunks, description = _plan(source, cache)
     if source.array is not None:
         decode_map = map  # the pixels are in this process already
     try:
-        cached = build_or_open(
-            cache_root, key, chunks, description, source.classes, source.image_size,
-            map=decode_map, out=out, needed_bytes=int(source.decoded_bytes() * 1.05),
-        )  # fmt: skip
+        if rebuild:
+            cached = build_or_open(
+                cache_root, key, chunks, description, source.classes, source.image_size,
+                map=decode_map, out=out, needed_bytes=int(source.decoded_bytes() * 1.05),
+            )  # fmt: skip
+        else:
+            cached = open_complete(cache_root / key)
+    except CacheDamaged:
+        raise  # the caller knows which command rebuilds it
     except CacheError as error:
         raise DatasetError(str(error)) from None
     labels = cached.labels()

@@ -58,6 +58,7 @@ KERNELS = ("rbf", "linear")
 FIT_CHECK_IMAGES = 8
 # Bump when the extraction changes, so that old cache files are not read as new ones.
 _CACHE_VERSION = 1
+_HASH_IMAGES = 1024  # images hashed at a time by feature_cache_key
 
 
 @dataclass(frozen=True)
@@ -295,10 +296,13 @@ def feature_cache_key(model: str, weights: str, images: np.ndarray) -> str:
     if weights not in ("none", "imagenet", "offline") and path.is_file():
         stat = path.stat()  # a checkpoint: its identity is its resolved path, size and mtime
         weights_id = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    images = np.ascontiguousarray(images)
-    header = f"v{_CACHE_VERSION}|{model}|{weights_id}|{images.dtype}|{images.shape}|timm {timm.__version__}|torch {torch.__version__}"
+    shape = tuple(int(n) for n in np.shape(images)) if isinstance(images, np.ndarray) else tuple(images.shape)
+    header = f"v{_CACHE_VERSION}|{model}|{weights_id}|{np.dtype(images.dtype)}|{shape}|timm {timm.__version__}|torch {torch.__version__}"
     digest.update(header.encode())
-    digest.update(memoryview(images).cast("B"))
+    # The bytes in runs of images (the same digest as of the whole): a view of the data cache
+    # (a streamed run's retrain) is hashed without a copy of the set in memory.
+    for start in range(0, len(images), _HASH_IMAGES):
+        digest.update(memoryview(np.ascontiguousarray(images[start : start + _HASH_IMAGES])).cast("B"))
     return digest.hexdigest()[:32]
 
 

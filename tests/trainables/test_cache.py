@@ -200,3 +200,24 @@ def test_a_cache_directory_that_cannot_be_written_or_is_too_small_is_a_clear_err
         load_dataset(str(folder), 12, cache=tmp_path / "a_file" / "cache")
     with pytest.raises(CacheError, match="GiB free, but the decoded images need about"):
         check_writable(tmp_path / "cache", needed_bytes=2**62)
+
+
+def test_without_rebuild_a_damaged_or_missing_cache_names_the_shard_and_decodes_nothing(folder, tmp_path, small_chunks):
+    from trainables.cache import CacheDamaged
+
+    built = load_dataset(str(folder), 12, cache=tmp_path / "cache")
+    good = np.asarray(built.images)
+    assert np.array_equal(np.asarray(load_dataset(str(folder), 12, cache=tmp_path / "cache", rebuild=False).images), good)
+    shards = _shards(tmp_path / "cache")
+    data = bytearray(shards[2].read_bytes())
+    data[-1] ^= 0xFF  # one pixel flipped: same size, other sha256
+    shards[2].write_bytes(bytes(data))
+    shards[1].unlink()
+    with pytest.raises(CacheDamaged, match=r"2 of 4 shard\(s\) damaged: shard-00001.npy \(missing\), shard-00002.npy \(truncated or corrupted\)"):
+        load_dataset(str(folder), 12, cache=tmp_path / "cache", rebuild=False)
+    assert not shards[1].exists() and bytes(data) == shards[2].read_bytes()  # nothing decoded again
+    (shards[0].parent / "manifest.json").unlink()
+    with pytest.raises(CacheDamaged, match="its manifest.json is missing"):
+        load_dataset(str(folder), 12, cache=tmp_path / "cache", rebuild=False)
+    # The default (a search) decodes it again.
+    assert np.array_equal(np.asarray(load_dataset(str(folder), 12, cache=tmp_path / "cache").images), good)

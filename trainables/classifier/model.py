@@ -34,15 +34,17 @@ class Classifier:
     def probabilities(self, images: np.ndarray, batch: int = 512) -> np.ndarray:
         """Softmax over classes for (N, 3, S, S) uint8 images, as an (N, classes) float array.
 
-        Images are resized to the trial's ``image_size`` when it has one; never augmented."""
+        Images are resized to the trial's ``image_size`` when it has one; never augmented. Read
+        ``batch`` at a time: ``images`` may be a view of the data cache (a streamed run)."""
         self.net.eval()
         device = next(self.net.parameters()).device
-        x = torch.as_tensor(np.asarray(images)).to(device)
-        out = [
-            torch.softmax(self.net(self.normalize(at_trial_size(x[i : i + batch], self.config))), 1)
-            for i in range(0, len(x), batch)
-        ]
-        return torch.cat(out).cpu().numpy()
+        out = []
+        for i in range(0, len(images), batch):
+            x = torch.as_tensor(np.asarray(images[i : i + batch])).to(device)
+            out.append(torch.softmax(self.net(self.normalize(at_trial_size(x, self.config))), 1).cpu())
+        if not out:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        return torch.cat(out).numpy()
 
     def save(self, directory) -> dict:
         """Write the weights to ``directory/model.pt`` (``load_classifier`` reads them); nothing for model.json."""

@@ -26,8 +26,12 @@ def fit_classifier(
     report: Callable[[dict], Any] | None = None,
     lr_per_epoch: Sequence[float] | None = None,
     pbt_schedule: Sequence[tuple[int, Mapping[str, Any]]] = (),
+    stream: bool = False,
 ) -> Classifier:
     """Train per ``config`` on all of ``images`` for ``epochs`` epochs, without validation.
+
+    ``stream``: ``images`` is a view of the data cache, read batch by batch as a streamed trial
+    reads it (trainables/streaming.py: the same batches, so the same model), never copied whole.
 
     ``pbt_schedule``: a PBT trial's later configs, ``(first epoch, config)`` in order; from each first
     epoch on, its PBT_MUTABLE values apply, the way a PBT clone's resume applies them (loop.apply_mutation).
@@ -51,7 +55,7 @@ def fit_classifier(
         raise ValueError(f"`lr_per_epoch` holds {len(replay)} rates, but {epochs} epochs are to be trained.")
 
     def to_device(device: torch.device, size: int) -> tuple:
-        return device_images(images, device, size, stream=False), torch.as_tensor(np.asarray(labels)).to(device)
+        return device_images(images, device, size, stream=stream), torch.as_tensor(np.asarray(labels)).to(device)
 
     run = set_up(cfg, len(classes), to_device)
     train_time = 0.0
