@@ -27,6 +27,8 @@ SCRATCH_CONFIGS = [
 def fixed_space(path: Path, configs: list[dict], settings: dict) -> Path:
     """A space file whose trial number k gets ``configs[k]`` (OptunaSearch numbers trials 0, 1, ...)."""
     lines = [f"{k.upper()} = {v!r}" for k, v in settings.items()]
+    # The repeat check compares searched parameters (none here): trial k is the k-th configuration.
+    lines += ['REPEATS = "allow"']
     lines += [f"_CONFIGS = {configs!r}", "", "def space(trial):", "    return dict(_CONFIGS[trial.number % len(_CONFIGS)])"]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -90,6 +90,7 @@ def points_space(text: str, points: list[dict]) -> str:
     return text + f"""
 
 # Added by benchmarks/build_curve_table.py: trial k trains _POINTS[k] of the grid above.
+REPEATS = "allow"  # trial k is _POINTS[k], whatever the sampler proposed
 _POINTS = {points!r}
 _grid_space = space
 

@@ -135,7 +135,7 @@ def run_check(key: str, check, state: dict, budget: int) -> tuple[bool, list[str
 
 def _space(path: Path, configs: list[dict]) -> Path:
     """A space whose trial k gets configs[k % len(configs)] (as benchmarks/_common.fixed_space)."""
-    path.write_text(f"_CONFIGS = {configs!r}\n\ndef space(trial):\n    return dict(_CONFIGS[trial.number % len(_CONFIGS)])\n")
+    path.write_text(f"REPEATS = 'allow'  # trial k is configs[k]: no sampler proposal to compare\n_CONFIGS = {configs!r}\n\ndef space(trial):\n    return dict(_CONFIGS[trial.number % len(_CONFIGS)])\n")
     return path
 
 

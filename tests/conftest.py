@@ -28,6 +28,19 @@ from tests.hang_guard import (  # noqa: F401
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_uri_does_not_leak():
+    """``mlflow.set_tracking_uri`` (tests that read a run's MLflow store call it) also sets
+    MLFLOW_TRACKING_URI for the whole process, and every later search would then log to that store
+    (the engine reads the variable when --mlflow is not given): each test leaves it as it found it."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session")
 def digits_16():
     """scikit-learn's digits at 16 px, split as a run would split it."""

@@ -25,6 +25,8 @@ def write_space(path: Path, configs: list[dict], settings: dict) -> Path:
     """A space file whose trial number k gets ``configs[k % len(configs)]``, with ``settings`` as its
     upper-case settings."""
     lines = [f"{key.upper()} = {value!r}" for key, value in settings.items()]
+    # The repeat check compares searched parameters (none here): trial k is the k-th configuration.
+    lines += ['REPEATS = "allow"']
     lines += [f"_CONFIGS = {configs!r}", "", "", "def space(trial):", "    return dict(_CONFIGS[trial.number % len(_CONFIGS)])"]
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -223,7 +223,7 @@ def test_out_of_memory_at_every_micro_batch_ends_infeasible_without_blind_retrie
         # Ray restarted it once (max_failures is 2), and that attempt re-raised without training.
         (errors,) = (run_dir / "ray").glob(f"*{trial_id}*/error.txt")
         attempts = errors.read_text().split("Failure # ")[1:]
-        assert len(attempts) == 2 and "_RepeatedFailure" in attempts[1], errors.read_text()[-2000:]
+        assert len(attempts) == 2 and "RepeatedFailure" in attempts[1], errors.read_text()[-2000:]
 
 
 # Every trial costs the same and trains long enough to be caught mid-run; ASHA stops none.

@@ -33,6 +33,7 @@ GRACE_PERIOD_EPOCHS = 1
 REDUCTION_FACTOR = 2
 WORKERS_PER_TRIAL = 2
 MAX_FAILURES = 0
+REPEATS = "allow"  # trial k follows _PLAN[k]: its searched parameter is the same for all
 _PLAN = {0: ("none", 3e-3), 1: ("none", 1e-7), 2: ("oom", 3e-3)}
 
 

@@ -122,6 +122,7 @@ def test_failing_trials_do_not_lose_the_others(ray_session, tmp_path):
         GRACE_PERIOD_EPOCHS = 2
         MAX_FAILURES = 1
         CONCURRENCY = 2
+        REPEATS = "allow"  # trial k gets _FAULTS[k]: 5 trials over 2 searched batch sizes
         _FAULTS = {0: "raise", 1: "nan", 2: "kill"}
 
         def space(trial):
