@@ -51,6 +51,14 @@ class RunRecorder(tune.Callback):
         self.live_queue: list[str] = []  # ended trials not yet in the live study, in order
         self.live_spent = 0.0  # seconds of the driver's time spent on the live study
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray Tune pickles the run config, callbacks included, into the Tuner's state, and a resume
+        # replaces them with its own recorder (search/tuner.py: restore_tuner). The output callables
+        # belong to this process and need not pickle: once a worker's log line is shown, Ray's driver
+        # swaps builtins.print for tqdm_ray's safe_print, and the original print (a default ``out``)
+        # then no longer pickles by reference. A second search in the same process failed on that.
+        return self.__dict__ | {"out": None, "progress": None, "writers": {}, "live_study": None}
+
     def on_trial_start(self, iteration, trials, trial, **info):
         directory = trial_dir(self.run_dir, trial.trial_id)
         if (directory / "config.json").exists():  # restored after a failure: keep the first record
