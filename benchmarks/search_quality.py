@@ -75,6 +75,10 @@ DEMAND = 10.0
 # Which workers each kind of method runs at in the full run (``--workers`` given: exactly those).
 # The peers run at one worker only: a two-hour run here has no room for more (issue 20's note says so).
 DEFAULT_WORKERS, PEER_WORKERS, EVERY_WORKERS = (1, 8, 32), (1,), (1,)
+# The default with one setting changed ("engine:tpe+asha@stopped_trials=pruned"): the settings the
+# defaults are chosen among (issue 20, item 4), on the learning-curve table, at one worker.
+VARIANTS = ["stopped_trials=pruned", "reduction_factor=3", "grace_period_epochs=2"]
+VARIANT_SEEDS = 10
 DEFAULT_METHOD = "engine:tpe+asha"  # the engine's defaults; on a benchmark without epochs its space's FIFO
 REFERENCE = "random"
 # Samplers that optimise one objective (nsga2 is for --objectives); schedulers a table can replay.
@@ -133,7 +137,8 @@ def methods_for(benchmark: str) -> list[str]:
     else:
         schedulers, peers = ["fifo"], ["optuna:tpe", "raytune:random+asha"]
     engine = [f"engine:{s}+{c}" for s in samplers for c in schedulers]
-    return [*engine, *peers, REFERENCE]
+    variants = [f"{default_method(benchmark)}@{v}" for v in VARIANTS] if has_epochs(benchmark) else []
+    return [*engine, *variants, *peers, REFERENCE]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +184,8 @@ def score(events: list[tuple[float, int, int, float, bool]], benchmark: str, sca
     return {"regret": regret, "seconds": seconds, "ended": ended, "unique_rows": len(rows)}
 
 
-def engine_cell(benchmark: str, sampler: str, scheduler: str, workers: int, seed: int, trials: int, scale: float, work: Path) -> dict:
+def engine_cell(benchmark: str, sampler: str, scheduler: str, workers: int, seed: int, trials: int, scale: float,
+                work: Path, changed: dict | None = None) -> dict:
     """One search through the engine; its reports read back from the run directory."""
     from analysis.records import read_trials
     from search.config.spaces import load_space, resolve_settings
@@ -192,13 +198,13 @@ def engine_cell(benchmark: str, sampler: str, scheduler: str, workers: int, seed
         if text.count("_TIME_SCALE = 0.0") != 1:
             raise ValueError(f"{BENCHMARKS[benchmark][0]} needs one line `_TIME_SCALE = 0.0` for the benchmark to set")
         space_path.write_text(text.replace("_TIME_SCALE = 0.0", f"_TIME_SCALE = {scale!r}", 1))
-    name = f"{benchmark}-{sampler}-{scheduler}-w{workers}-s{seed}"
+    name = f"{benchmark}-{sampler}-{scheduler}-w{workers}-s{seed}" + "".join(f"-{k}-{v}" for k, v in (changed or {}).items())
     shutil.rmtree(work / name, ignore_errors=True)  # a cell stopped half-way starts again
     loaded = load_space(space_path)
     overrides = dict(
         sampler=sampler, scheduler=scheduler, trials=trials, concurrency=workers, seed=seed, storage=str(work),
         name=name, cpus_per_trial=1, max_failures=0, progress_every_s=3600.0,
-    )
+    ) | (changed or {})
     out = functools.partial(_append_line, work / "engine.log")  # picklable: Ray pickles the recorder with it
     run_dir = execute_run(prepare_run(loaded, resolve_settings(loaded, overrides), out=out), out=out)
     records = read_trials(run_dir)
@@ -324,11 +330,23 @@ def random_cell(benchmark: str, seed: int, trials: int, scale: float) -> dict:
     return score(events, benchmark, 0.0) | {"trials": trials}
 
 
+def _setting(variant: str) -> dict:
+    """"reduction_factor=3" -> {"reduction_factor": 3}: the value as a number where it reads as one."""
+    if not variant:
+        return {}
+    key, _, value = variant.partition("=")
+    try:
+        return {key: int(value)}
+    except ValueError:
+        return {key: value}
+
+
 def run_cell(method: str, benchmark: str, workers: int, seed: int, trials: int, scale: float, work: Path) -> dict:
     kind, _, rest = method.partition(":")
     if kind == "engine":
-        sampler, scheduler = rest.split("+")
-        return engine_cell(benchmark, sampler, scheduler, workers, seed, trials, scale, work)
+        pair, _, variant = rest.partition("@")
+        sampler, scheduler = pair.split("+")
+        return engine_cell(benchmark, sampler, scheduler, workers, seed, trials, scale, work, _setting(variant))
     if kind == "optuna":
         return optuna_cell(benchmark, rest.partition("+")[2], workers, seed, trials, scale)
     if kind == "raytune":
@@ -404,18 +422,18 @@ def report(results: list[dict], out=print, plots: Path = PLOTS) -> None:
         epoch_budgets = sorted({b for b in (60, 120, 300, 600, 1200) if b < trials * epochs_table} | {trials * epochs_table}) if epochs_table > 1 else []
         for workers in sorted({k[1] for k in cells}):
             out(f"-- {workers} worker(s) --")
-            header = f"{'method':28} {'seeds':>5} {'unique':>6} " + " ".join(f"{'@' + str(b) + ' trials':>20}" for b in trial_budgets)
+            header = f"{'method':40} {'seeds':>5} {'unique':>6} " + " ".join(f"{'@' + str(b) + ' trials':>20}" for b in trial_budgets)
             out(header)
             for (_, w, method), v in sorted(cells.items(), key=lambda kv: kv[0][2]):
                 if w != workers:
                     continue
                 unique = np.median([r["unique_rows"] / max(1, r["trials"]) for r in v])
-                out(f"{method:28} {len(v):5d} {unique:6.2f} " + " ".join(f"{_iqr([regret_at_trials(r, b) for r in v]):>20}" for b in trial_budgets))
+                out(f"{method:40} {len(v):5d} {unique:6.2f} " + " ".join(f"{_iqr([regret_at_trials(r, b) for r in v]):>20}" for b in trial_budgets))
             if epoch_budgets:
-                out(f"{'  in epochs':28} {'':5} {'':6} " + " ".join(f"{'@' + str(b) + ' epochs':>20}" for b in epoch_budgets))
+                out(f"{'  in epochs':40} {'':5} {'':6} " + " ".join(f"{'@' + str(b) + ' epochs':>20}" for b in epoch_budgets))
                 for (_, w, method), v in sorted(cells.items(), key=lambda kv: kv[0][2]):
                     if w == workers:
-                        out(f"{method:28} {len(v):5d} {'':6} " + " ".join(f"{_iqr([regret_at_epochs(r, b) for r in v]):>20}" for b in epoch_budgets))
+                        out(f"{method:40} {len(v):5d} {'':6} " + " ".join(f"{_iqr([regret_at_epochs(r, b) for r in v]):>20}" for b in epoch_budgets))
             if target is not None:
                 out(f"budget to reach random's median regret at {trials} trials ({target:.2f}) with the median over seeds, "
                     "and the speed-up over random that follows")
@@ -424,12 +442,28 @@ def report(results: list[dict], out=print, plots: Path = PLOTS) -> None:
                     if w != workers:
                         continue
                     t, e = needed(v, target, "trials"), needed(v, target, "epochs")
-                    line = f"{method:28} trials {_budget(t):>6} (x{_ratio(ref_trials, t)})"
+                    line = f"{method:40} trials {_budget(t):>6} (x{_ratio(ref_trials, t)})"
                     if epochs_table > 1:
                         line += f"   epochs {_budget(e):>6} (x{_ratio(ref_epochs, e)})"
                     out(line)
+        _against_optuna(cells, benchmark, out)
         _scaling(cells, benchmark, out)
         _plot(cells, benchmark, trials, plots)
+
+
+def _against_optuna(cells: dict, benchmark: str, out) -> None:
+    """At 1 worker: the default against Optuna alone's TPE at equal trials, and whether the default at
+    100 trials reaches Optuna alone's median at 150 (issue 20's targets); the trials it needs for that."""
+    default, peer = cells.get((benchmark, 1, default_method(benchmark))), cells.get((benchmark, 1, "optuna:tpe"))
+    if not default or not peer or min(r["budget"] for r in default + peer) < 150:
+        return
+    median = {(name, b): float(np.median([regret_at_trials(r, b) for r in v]))
+              for name, v in (("default", default), ("optuna", peer)) for b in (50, 100, 150)}
+    out(f"{default_method(benchmark)} against optuna:tpe at 1 worker (median regret): "
+        + ", ".join(f"@{b} trials {median['default', b]:.2f} vs {median['optuna', b]:.2f}" for b in (50, 100, 150)))
+    t = needed(default, median["optuna", 150], "trials")
+    out(f"  trials the default needs to reach optuna:tpe's median at 150 trials ({median['optuna', 150]:.2f}): "
+        f"{_budget(t)} (target: <= 100){'' if t <= 100 else '  NOT MET'}")
 
 
 def _scaling(cells: dict, benchmark: str, out) -> None:
@@ -447,7 +481,7 @@ def _scaling(cells: dict, benchmark: str, out) -> None:
             continue
         t, seconds = needed(v, target, "trials"), needed(v, target, "seconds")
         out(f"  {workers:3d} workers: trials {_budget(t):>6} ({_ratio(t, base_trials)}x the 1-worker trials), "
-            f"seconds {_budget(round(seconds, 1)):>7} ({_ratio(base_seconds, seconds)}x sooner than 1 worker)")
+            f"table seconds {_budget(round(seconds, 1)):>9} ({_ratio(base_seconds, seconds)}x sooner than 1 worker)")
 
 
 def _plot(cells: dict, benchmark: str, trials: int, plots: Path) -> None:
@@ -515,6 +549,8 @@ def method_seeds(method: str, benchmark: str) -> int:
     """Seeds of ``method`` in the full run: the issue's 20 (10) for the core methods; fewer for
     every other pair of the registries (the run's time)."""
     _, _, seeds, every = BENCHMARKS[benchmark]
+    if "@" in method:
+        return VARIANT_SEEDS
     return seeds if method in core_methods(benchmark) else every
 
 

@@ -74,7 +74,7 @@ def test_sigkill_of_the_driver_twice_then_resume_completes_the_budget(tmp_path):
     _kill_when(second, lambda: sum(_lines(run_dir).values()) > sum(lines_first.values()))
     finished_second, lines_second = _finished(run_dir), _lines(run_dir)
 
-    third = _start("resume", str(run_dir))
+    third = _start("resume", str(run_dir), "--no-retrain")  # the retrain is tested elsewhere; the resume is tested here
     output, _ = third.communicate(timeout=400)
     assert third.returncode == 0, output[-3000:]
 
@@ -95,12 +95,12 @@ def test_sigkill_of_the_driver_twice_then_resume_completes_the_budget(tmp_path):
 def test_resume_extends_the_budget_with_a_warm_started_sampler(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "search", "run", "spaces/scratch_cnn.py", *RUN, "--trials", "3",
-         "--storage", str(tmp_path), "--name", "x"],
+         "--storage", str(tmp_path), "--name", "x", "--no-retrain"],
         cwd=REPO, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     done = subprocess.run(
-        [sys.executable, "-m", "search", "resume", str(tmp_path / "x"), "--trials", "5"],
+        [sys.executable, "-m", "search", "resume", str(tmp_path / "x"), "--trials", "5", "--no-retrain"],
         cwd=REPO, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
