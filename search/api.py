@@ -76,14 +76,19 @@ class Run:
             raise FileNotFoundError(f"run {str(self.dir)!r} has no test results yet: call .retrain() first")
         return pd.read_csv(path, dtype={"trial_id": str})
 
-    def retrain(self, top_k: int = 1, seeds: int = 3, force: bool = False, tta: bool = True, ensemble: bool = False):
-        """Retrain the top trials on train + validation and test each model once; the test results."""
+    def retrain(
+        self, top_k: int = 1, seeds: int = 3, force: bool = False, tta: bool = True, ensemble: bool = False,
+        rebuild_cache: bool = False,
+    ):
+        """Retrain the top trials on train + validation and test each model once; the test results.
+        ``rebuild_cache``: decode a streamed run's cache again if it is gone or damaged (as the CLI's --rebuild-cache)."""
         from analysis.retrain import (  # imports pandas, sklearn, torch: not at this module's import
             format_test_summary,
             retrain,
         )
 
-        table = retrain(self.dir, top_k=top_k, seeds=seeds, force=force, tta=tta, ensemble=ensemble, out=self._out)
+        table = retrain(self.dir, top_k=top_k, seeds=seeds, force=force, tta=tta, ensemble=ensemble, out=self._out,
+                        rebuild_cache=rebuild_cache)  # fmt: skip
         self._out(format_test_summary(table))
         return table
 

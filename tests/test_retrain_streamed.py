@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis.records import read_json, read_trials
+from search.api import open_run
 from search.cli import main
 from tests.conftest import REPO, write_png_folder
 
@@ -111,6 +112,10 @@ def test_a_damaged_or_missing_cache_is_exit_2_and_loses_nothing(streamed_run, ca
     image = next((run_dir.parent.parent / "data" / "a").iterdir())
     assert main(["predict", str(run_dir), str(image)]) == 0
     assert main(["retrain", str(run_dir), "--rebuild-cache", "--seeds", "2"]) == 0
+    assert shard.read_bytes() == good
+
+    shard.unlink()  # the Python API rebuilds it the same way
+    open_run(run_dir).retrain(seeds=2, force=True, rebuild_cache=True)
     assert shard.read_bytes() == good
 
 
