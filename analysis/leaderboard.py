@@ -87,9 +87,14 @@ def build_leaderboard(run_dir: Path, sort_by: str | None = None, status: str | N
     if key not in table.columns:
         raise ValueError(f"cannot sort by {key!r}: columns are {list(table.columns)}")
     ascending = not (key == metric and mode == "max" or (key != metric and "acc" in key))
+    # Ties: fewer epochs to the best, then the lower validation loss, then the less training time.
+    # The loss comes before the time because a search repeated with the same seed must give the same
+    # table: equal accuracies are common on small validation sets, and time varies with the load.
+    loss = ["val_loss"] if "val_loss" in table.columns and key != "val_loss" else []
     table = table.sort_values(
-        [key, "best_epoch", "train_time_s"], ascending=[ascending, True, True], na_position="last", kind="stable"
-    )
+        [key, "best_epoch", *loss, "train_time_s"], ascending=[ascending, True, *[True] * len(loss), True],
+        na_position="last", kind="stable",
+    )  # fmt: skip
     has_score = table[key].notna()
     table["rank"] = pd.Series(range(1, int(has_score.sum()) + 1), index=table.index[has_score], dtype="Int64")
     if status:

@@ -75,3 +75,15 @@ def test_unfinished_budget_counts_trials_that_have_not_ended(run_dir):
     write_json(run_dir / "settings.json", settings | {"trials": 7})
     _trial(run_dir, "f", "6", {"lr": 0.3, "optimizer": "sgd"}, [0.4], "running")
     assert unfinished_budget(run_dir) == 2  # one still running, one never started
+
+
+def test_equal_accuracy_at_the_same_epoch_ranks_by_validation_loss_not_by_time(tmp_path):
+    """A search repeated with the same seed gives the same table: three trials tied on val_acc at
+    epoch 1 (common on a small validation set) rank by their loss, whatever their training times."""
+    write_json(tmp_path / "settings.json", {"metric": "val_acc", "mode": "max", "max_epochs": 2})
+    for trial_id, loss, seconds in (("slow-low-loss", 2.3, 9.0), ("fast-high-loss", 19.7, 0.1), ("mid", 4.0, 1.0)):
+        directory = trial_dir(tmp_path, trial_id)
+        write_json(directory / "config.json", {"trainable": "classifier", "config": {}, "params": {}})
+        append_metrics(directory / "metrics.jsonl", {"epoch": 1, "val_acc": 0.1, "val_loss": loss, "train_time_s": seconds})
+        write_json(directory / "status.json", {"status": "stopped early at epoch 1", "error": "", "started_at": "1"})
+    assert build_leaderboard(tmp_path)["trial_id"].tolist() == ["slow-low-loss", "mid", "fast-high-loss"]
