@@ -498,6 +498,12 @@ def _plot(cells: dict, benchmark: str, trials: int, plots: Path) -> None:
             if cw != w:
                 continue
             median = [np.median([regret_at_trials(r, b) for r in v]) for b in budgets]
+            if method not in core_methods(benchmark) and "@" not in method:
+                # Every other registry pair: thin grey lines, one legend entry for all of them.
+                first = not any(line.get_label() == "other engine pairs" for line in axis.get_lines())
+                axis.plot(budgets, np.maximum(median, 1e-3), "-", color="0.75", linewidth=0.7,
+                          label="other engine pairs" if first else "_nolegend_")  # fmt: skip
+                continue
             style = "-" if method.startswith("engine") else "--"
             width = 2.5 if method in (default_method(benchmark), REFERENCE) else 1.0
             axis.plot(budgets, np.maximum(median, 1e-3), style, linewidth=width, label=method)
