@@ -62,6 +62,7 @@ from search.tuner import (
     experiments,
     extend,
     fit,
+    restore_snapshot_checkpoints,
     restore_tuner,
     set_aside_unknown_trials,
     snapshot_trial_ids,
@@ -166,6 +167,8 @@ def resume_run(
     lost = set_aside_unknown_trials(run_dir, known)
     if lost:
         out(f"{len(lost)} trial(s) begun after Ray's last snapshot were moved to trials_lost/: {lost}")
+    for line in restore_snapshot_checkpoints(experiment):
+        out(line)
     started_ray = connect(settings)
     try:
         check_cluster_fits(settings, ray.cluster_resources(), started_ray)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = [
     "extend",
     "fit",
     "restore_tuner",
+    "restore_snapshot_checkpoints",
     "set_aside_unknown_trials",
     "snapshot_trial_ids",
     "warm_started_storage",
@@ -174,13 +176,62 @@ def ended_trials(run_dir: Path) -> dict[str, tuple[dict, str]]:
     return ended
 
 
-def snapshot_trial_ids(experiment: Path) -> set[str]:
-    """Trial ids in Ray's latest experiment snapshot of ``experiment``."""
+def _snapshot_entries(experiment: Path) -> list[tuple[dict, dict]]:
+    """(trial state, run metadata) of each trial in Ray's latest experiment snapshot of ``experiment``."""
     snapshots = sorted(experiment.glob("experiment_state-*.json"))
     if not snapshots:
-        return set()
+        return []
     state = json.loads(snapshots[-1].read_text())
-    return {json.loads(entry[0])["trial_id"] for entry in state.get("trial_data", [])}
+    return [(json.loads(entry[0]), json.loads(entry[1])) for entry in state.get("trial_data", [])]
+
+
+def snapshot_trial_ids(experiment: Path) -> set[str]:
+    """Trial ids in Ray's latest experiment snapshot of ``experiment``."""
+    return {trial["trial_id"] for trial, _ in _snapshot_entries(experiment)}
+
+
+def restore_snapshot_checkpoints(experiment: Path) -> list[str]:
+    """Put back each unfinished trial's checkpoint that Ray's latest snapshot names but that is gone;
+    return one line per trial so restored.
+
+    Ray snapshots the experiment about once a second, but keeps only a trial's two newest
+    checkpoints (``num_to_keep``) and deletes the older ones as new ones arrive. A driver killed
+    more than two checkpoints after a snapshot leaves that snapshot naming a deleted checkpoint,
+    and Ray's restore then fails the trial ("Could not recover from checkpoint as it does not exist
+    on storage anymore") on every retry. The trial's newest complete checkpoint (the last one its
+    ``result.json`` names: Ray logs a result only once its checkpoint is on storage) is copied
+    under the missing name. A trainable's state carries its epoch, so the trial goes on from there,
+    later than the snapshot, and trains no epoch twice that it need not.
+    """
+    restored = []
+    for trial, metadata in _snapshot_entries(experiment):
+        if trial.get("status") == "TERMINATED":
+            continue
+        named = (metadata.get("last_result") or {}).get("checkpoint_dir_name")
+        trial_path = experiment / trial.get("relative_logdir", trial["trial_id"])
+        if not named or (trial_path / named).exists():
+            continue
+        reported = [
+            json.loads(line).get("checkpoint_dir_name")
+            for line in _lines(trial_path / "result.json")
+        ]
+        newest = next((name for name in reversed(reported) if name and (trial_path / name).is_dir()), None)
+        if newest is None:
+            continue  # nothing to go on from: Ray's restore fails the trial, as without this
+        shutil.copytree(trial_path / newest, trial_path / named)
+        restored.append(
+            f"trial {trial['trial_id']}: Ray's last snapshot names {named}, deleted after it; the trial "
+            f"goes on from its newest checkpoint, {newest}"
+        )
+    return restored
+
+
+def _lines(path: Path) -> list[str]:
+    """The complete lines of a file Ray appends to (a torn last line is left out)."""
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    return [line for line in text[: text.rfind("\n") + 1].splitlines() if line.strip()]
 
 
 def set_aside_unknown_trials(run_dir: Path, known: set[str]) -> list[str]:

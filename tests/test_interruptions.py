@@ -158,6 +158,56 @@ def test_trials_begun_after_the_last_snapshot_are_set_aside_in_trials_lost(tmp_p
     assert {r.trial_id for r in read_trials(run_dir)} == set(board["trial_id"])
 
 
+def test_a_checkpoint_deleted_after_rays_last_snapshot_is_put_back_and_the_trial_goes_on(tmp_path):
+    """Ray keeps a trial's two newest checkpoints and snapshots the experiment about once a second:
+    a driver killed two checkpoints after a snapshot leaves that snapshot naming a checkpoint Ray
+    has deleted, and the trial failed every retry on resume (seen once in a full suite run under
+    load). That state is made here: a snapshot is kept aside, the run goes on until Ray deletes
+    the checkpoint it names, then the driver is killed and the kept snapshot put back."""
+    space = tmp_path / "long.py"
+    space.write_text(textwrap.dedent("""
+        TRAINABLE = "tests.trivial:checkpointed"
+        TRIALS = 1
+        MAX_EPOCHS = 60
+        GRACE_PERIOD_EPOCHS = 1
+        CONCURRENCY = 1
+
+        def space(trial):
+            trial.suggest_float("x", 0.5, 1.0)
+            return {"epoch_s": 0.1}
+    """))
+    run_dir, kept = tmp_path / "d", {}
+    first = _start("run", str(space), "--storage", str(tmp_path), "--name", "d", "--no-retrain")
+
+    def snapshot_names_a_checkpoint() -> bool:
+        for path in (run_dir / "ray").glob("experiment_state-*.json"):
+            try:
+                ((trial, metadata),) = [[json.loads(part) for part in entry] for entry in json.loads(path.read_text())["trial_data"]]
+            except (json.JSONDecodeError, ValueError, FileNotFoundError):  # being written, or no trial yet
+                return False
+            named = metadata["last_result"].get("checkpoint_dir_name")
+            if named and len(next(iter(_epochs(run_dir).values()), [])) >= 10:
+                kept.update(path=path, text=path.read_text(), trial=trial["trial_id"], named=named)
+                return True
+        return False
+
+    _wait_for(first, snapshot_names_a_checkpoint)
+    checkpoint = run_dir / "ray" / kept["trial"] / kept["named"]
+    _wait_for(first, lambda: not checkpoint.exists(), timeout=60)  # Ray deleted it: two newer ones are in
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    kept["path"].write_text(kept["text"])
+    epochs_before = _epochs(run_dir)[kept["trial"]]
+
+    output = _finish(_start("resume", str(run_dir), "--no-retrain"))
+    assert f"trial {kept['trial']}: Ray's last snapshot names {kept['named']}, deleted after it" in output
+    (record,) = read_trials(run_dir)
+    assert record.status["status"] == "completed" and record.metrics[-1]["epoch"] == 60
+    epochs = _epochs(run_dir)[kept["trial"]]
+    assert epochs[: len(epochs_before)] == epochs_before and epochs.count(1) == 1  # went on, not from the start
+    assert set(epochs) == set(range(1, 61)) and len(epochs) - 60 <= 3  # at most the epochs since that checkpoint again
+
+
 def test_a_two_worker_trial_resumes_from_its_checkpoint_after_kill_9_and_mlflow_carries_on(tmp_path):
     import mlflow
 

@@ -41,3 +41,18 @@ def epochs(config, data, report, checkpoints=None):
         time.sleep(float(config.get("epoch_s", 0.0)))
         value = x * epoch / total
         report({"epoch": epoch, "val_acc": value, "val_loss": 1.0 - value})
+
+
+def checkpointed(config, data, report, checkpoints=None):
+    """As ``epochs``, and each epoch saves its number in the engine's checkpoint store; a restored
+    trial goes on from the epoch after the one it loads (for resume tests)."""
+    import time
+
+    x, total = float(config["x"]), int(config["max_epochs"])
+    state = checkpoints.load() if checkpoints is not None else None
+    for epoch in range((state or {"epoch": 0})["epoch"] + 1, total + 1):
+        time.sleep(float(config.get("epoch_s", 0.0)))
+        if checkpoints is not None:
+            checkpoints.save({"epoch": epoch})
+        value = x * epoch / total
+        report({"epoch": epoch, "val_acc": value, "val_loss": 1.0 - value})
