@@ -54,6 +54,13 @@ def _spaces(name: str) -> Path:
     return REPO / "spaces" / name
 
 
+def _start(name: str) -> dict:
+    """The first point the test gives the search of shipped space ``name`` (tests/fixed_spaces.py)."""
+    from tests.fixed_spaces import start_with
+
+    return {"start_with": start_with(name)}
+
+
 def scratch_run(seed, tmp):
     """tests/test_end_to_end.py::test_one_leaderboard_row_per_trial_and_asha_stops_some[scratch_run]"""
     return _best(_search(_spaces("scratch_cnn.py"), tmp, dict(seed=seed, trials=6, max_epochs=3, grace_period_epochs=1,
@@ -63,7 +70,8 @@ def scratch_run(seed, tmp):
 def resnet_run(seed, tmp):
     """tests/test_end_to_end.py::test_one_leaderboard_row_per_trial_and_asha_stops_some[resnet_run]"""
     return _best(_search(_spaces("resnet.py"), tmp, dict(seed=seed, model="tf_efficientnet_lite0", weights="offline", trials=4,
-                                                         max_epochs=2, grace_period_epochs=1, reduction_factor=3, data_fraction=0.3)))  # fmt: skip
+                                                         max_epochs=2, grace_period_epochs=1, reduction_factor=3, data_fraction=0.3)
+                                                | _start("resnet.py")))  # fmt: skip
 
 
 def features(seed, tmp):
@@ -78,12 +86,14 @@ def features(seed, tmp):
 
 def regularization(seed, tmp):
     """tests/test_workflows_training.py::test_regularization_searches_augmentation_schedules_and_epochs"""
-    return _best(_search(_spaces("regularization.py"), tmp, dict(seed=seed, trials=2, data_fraction=0.2, scheduler="fifo")))
+    return _best(_search(_spaces("regularization.py"), tmp, dict(seed=seed, trials=2, data_fraction=0.2, scheduler="fifo")
+                         | _start("regularization.py")))
 
 
 def transfer(seed, tmp):
     """tests/test_workflows_training.py::test_transfer_runs_offline_with_two_phases"""
-    return _best(_search(_spaces("transfer.py"), tmp, dict(seed=seed, trials=2, data_fraction=0.2, max_epochs=2, image_size=32)))
+    return _best(_search(_spaces("transfer.py"), tmp, dict(seed=seed, trials=2, data_fraction=0.2, max_epochs=2, image_size=32)
+                         | _start("transfer.py")))
 
 
 def imbalanced(seed, tmp):
@@ -98,24 +108,26 @@ def imbalanced(seed, tmp):
     keep = np.concatenate([np.flatnonzero(digits.labels == c)[:n] for c, n in enumerate((120, 60, 20, 10))])
     folder = write_png_folder(tmp / "imbalanced", digits.images[keep], digits.labels[keep], [f"digit{c}" for c in range(10)])
     run_dir = _search(_spaces("imbalanced.py"), tmp, dict(seed=seed, trials=2, dataset=str(folder), max_epochs=2,
-                                                          grace_period_epochs=1, data_cache=str(tmp / "cache")))  # fmt: skip
+                                                          grace_period_epochs=1, data_cache=str(tmp / "cache"))
+                                                          | _start("imbalanced.py"))  # fmt: skip
     return _best(run_dir, "val_balanced_acc")
 
 
 def resolution(seed, tmp):
     """tests/test_workflows_training.py::test_resolution_trains_retrains_and_predicts_at_the_trial_size"""
-    return _best(_search(_spaces("resolution.py"), tmp, dict(seed=seed, trials=2, data_fraction=0.2, max_epochs=2, grace_period_epochs=1)))
+    return _best(_search(_spaces("resolution.py"), tmp, dict(seed=seed, trials=2, data_fraction=0.2, max_epochs=2, grace_period_epochs=1)
+                         | _start("resolution.py")))
 
 
 def api_repeated(seed, tmp):
     """tests/test_api.py::test_concurrency_1_and_the_same_seed_give_the_same_leaderboard"""
     return _best(_search(_spaces("scratch_cnn.py"), tmp, dict(seed=seed, trials=4, max_epochs=2, grace_period_epochs=1,
-                                                              data_fraction=0.3, concurrency=1)))  # fmt: skip
+                                                              data_fraction=0.3, concurrency=1) | _start("scratch_cnn.py")))  # fmt: skip
 
 
 def strategies(seed, tmp):
     """tests/test_strategies_end_to_end.py::test_a_sampler_and_an_early_stopping_scheduler (both pairs)"""
-    tiny = dict(seed=seed, data_fraction=0.2, concurrency=2, trials=4, max_epochs=2, grace_period_epochs=1)
+    tiny = dict(seed=seed, data_fraction=0.2, concurrency=2, trials=4, max_epochs=2, grace_period_epochs=1) | _start("scratch_cnn.py")
     return {
         f"{sampler}+{scheduler}": _best(_search(_spaces("scratch_cnn.py"), tmp / sampler, tiny | dict(sampler=sampler, scheduler=scheduler)))
         for sampler, scheduler in (("cmaes", "hyperband"), ("gp", "median"))
@@ -125,7 +137,8 @@ def strategies(seed, tmp):
 def two_workers(seed, tmp):
     """tests/test_gpus.py::test_a_two_worker_trial_trains_data_parallel_with_gloo_and_records_like_any_trial"""
     return _last_val_acc(_search(_spaces("scratch_cnn.py"), tmp, dict(seed=seed, trials=1, max_epochs=2, grace_period_epochs=1,
-                                                                      workers_per_trial=2, data_fraction=0.35, sampler="random")))  # fmt: skip
+                                                                      workers_per_trial=2, data_fraction=0.35, sampler="random")
+                                                      | _start("scratch_cnn.py")))  # fmt: skip
 
 
 def _direct(space_file: Path, seed: int, overrides: dict | None = None, loading: str = "memory") -> list[list[float]]:

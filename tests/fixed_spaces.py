@@ -1,13 +1,37 @@
-"""Space files of fixed trial configurations, for end-to-end tests whose models must learn by a
-known margin: ``benchmarks/test_bounds.py`` trains the same configurations on the same splits at
-seeds 1-5 to measure the bound each test asserts."""
+"""Space files of fixed trial configurations, and first points (``start_with``) for the shipped
+space files, for end-to-end tests whose models must learn by a known margin:
+``benchmarks/test_bounds.py`` trains the same configurations on the same splits at seeds 1-5 to
+measure the bound each test asserts."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 # A from-scratch CNN that learns digits in an epoch or two.
 LEARNS = {"conv_blocks": 2, "base_width": 16, "batch_size": 64, "optimizer": "adam", "lr": 3e-3}
+
+# The first trial of each shipped space a test searches (``start_with``): a setting that learns,
+# so the test can bound the best val_acc; the sampler gives the other trials.
+START = {
+    "scratch_cnn.py": LEARNS | {"batch_size": 32, "dropout": 0.0, "weight_decay": 1e-5},
+    "resnet.py": {"batch_size": 32, "lr": 3e-3, "optimizer": "adam", "beta1": 0.9, "weight_decay": 1e-5,
+                  "frozen_fraction": 0.5},
+    "regularization.py": {"use_dropout": False, "hflip": False, "rotation_degrees": 0.0, "crop_scale": 1.0,
+                          "color_jitter": 0.0, "optimizer": "adam", "lr": 3e-3, "weight_decay": 1e-5,
+                          "lr_schedule": "constant", "max_epochs": 2},
+    "resolution.py": {"image_size": 16, "conv_blocks": 2, "base_width": 16, "lr": 3e-3, "batch_size": 32},
+    "imbalanced.py": {"class_weights": True, "label_smoothing": 0.0, "lr": 3e-3, "base_width": 16, "conv_blocks": 2,
+                      "batch_size": 32},
+    "transfer.py": {"model": "tf_efficientnet_lite0", "frozen_fraction": 0.5, "head_epochs": 1, "backbone_lr_mult": 0.1,
+                    "lr": 3e-3, "optimizer": "adam", "batch_size": 32},
+}  # fmt: skip
+
+
+def start_with(space_file: str) -> str:
+    """The ``start_with`` setting for shipped space ``space_file``."""
+    return json.dumps([START[space_file]])
+
 
 # Six from-scratch CNNs of a few sizes, all with that optimizer: trial k gets SIX[k].
 SIX = [LEARNS | {"conv_blocks": b, "base_width": w} for b, w in [(2, 32), (3, 32), (2, 16), (3, 16), (1, 32), (1, 16)]]

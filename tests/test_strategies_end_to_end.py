@@ -84,3 +84,18 @@ def test_the_grid_runs_each_point_once(ray_session, tmp_path):
     assert len(table) == 3 and (table["status"] == "completed").all()
     points = {(r.conv_blocks, r.base_width, r.lr) for r in table.itertuples()}
     assert len(points) == 3 and "sampler grid, scheduler fifo)" in summary
+
+
+def test_start_with_trials_its_points_first_and_the_sampler_the_rest(ray_session, tmp_path):
+    space = tmp_path / "points.py"
+    space.write_text(
+        "TRAINABLE = 'tests.trivial:constant'\nTRIALS = 4\nMAX_EPOCHS = 1\nGRACE_PERIOD_EPOCHS = 1\nCONCURRENCY = 1\n"
+        "START_WITH = [{'x': 0.25, 'y': 'b'}, {'x': 0.75}]\n\n"
+        "def space(trial):\n    trial.suggest_float('x', 0.0, 1.0)\n    trial.suggest_categorical('y', ['a', 'b'])\n"
+    )
+    settings = resolve_settings(load_space(space), {"storage": str(tmp_path), "name": "run", "seed": 2})
+    run_dir = run_search(load_space(space), settings, out=[].append)
+    records = sorted(read_trials(run_dir), key=lambda r: r.status["started_at"])
+    assert len(records) == 4 and records[0].params == {"x": 0.25, "y": "b"} and records[1].params["x"] == 0.75
+    assert not {r.params["x"] for r in records[2:]} & {0.25, 0.75}  # then the sampler's own
+    assert read_json(run_dir / "settings.json")["start_with"] == '[{"x": 0.25, "y": "b"}, {"x": 0.75}]'

@@ -8,6 +8,7 @@ Imports nothing heavy, so ``python -m search --help`` stays instant.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = [
     "field_types",
     "metric_mode",
     "parse_objectives",
+    "parse_start_with",
     "settings_from_mapping",
 ]
 
@@ -141,6 +143,11 @@ class Settings:
     # With "complete" it reaches the sampler with its last value, as a finished trial's; "pruned" is
     # Optuna's PRUNED with its per-epoch values, as Optuna's pruners tell theirs.
     stopped_trials: str = "complete"
+    # Configurations the search trials first, as JSON: a list of {parameter: value} objects; empty:
+    # none. E.g. '[{"optimizer": "adam", "lr": 0.003}]': a known good setting, or yesterday's
+    # winner. A parameter a point leaves out is the sampler's; a space file may give the list itself
+    # (START_WITH = [{...}]). Each point is checked against the space before any trial starts.
+    start_with: str = ""
     # Trials running at once, a count; 0: as many as the cluster's CPUs/GPUs fit.
     concurrency: int = 0
     # CPUs one trial holds (per worker with workers_per_trial > 1); its torch threads follow it.
@@ -252,11 +259,17 @@ class Settings:
                 f"`name` is {self.name!r}, but must be one folder name: letters, digits, '.', '_' "
                 "or '-', starting with a letter or digit (it cannot leave the storage directory)"
             )
+        parse_start_with(self.start_with)  # its points against the space: search/config/sampling.py
 
     @property
     def objective_names(self) -> tuple[str, ...]:
         """The extra objectives, in order; empty for a single-objective search."""
         return parse_objectives(self.objectives)
+
+    @property
+    def start_points(self) -> list[dict[str, Any]]:
+        """``start_with`` as a list of {parameter: value}."""
+        return parse_start_with(self.start_with)
 
     @property
     def objective_modes(self) -> tuple[str, ...]:
@@ -314,6 +327,30 @@ def parse_objectives(text: str) -> tuple[str, ...]:
     return names
 
 
+def parse_start_with(text: str) -> list[dict[str, Any]]:
+    """``start_with``'s JSON as a list of {parameter: value}; ValueError naming what is wrong."""
+    if not text.strip():
+        return []
+    try:
+        points = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"`start_with` is {text!r}, which is not JSON ({error.msg} at character {error.pos})") from None
+    if not isinstance(points, list):
+        points = [points] if isinstance(points, dict) else points
+    if not isinstance(points, list) or not all(isinstance(point, dict) and point for point in points):
+        raise ValueError(
+            f"`start_with` is {text!r}, but must be a list of non-empty objects, e.g. '[{{\"lr\": 0.003}}]'"
+        )
+    for k, point in enumerate(points):
+        for name, value in point.items():
+            if not isinstance(value, (str, int, float, bool)) and value is not None:
+                raise ValueError(
+                    f"`start_with` point {k}: {name!r} is {value!r}, but a parameter's value is a number, a string, "
+                    "a boolean or null"
+                )
+    return points
+
+
 def field_types() -> dict[str, type]:
     """Each setting's Python type (bool/int/float/str), read from the dataclass defaults."""
     return {f.name: type(f.default) for f in dataclasses.fields(Settings)}
@@ -348,6 +385,11 @@ def _convert(key: str, value: Any, kind: type, source: str) -> Any:
         return int(value)
     elif kind is str and isinstance(value, str):
         return value
+    elif key == "start_with" and isinstance(value, (list, tuple, dict)):  # a space file's START_WITH = [{...}]
+        try:
+            return json.dumps(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"{source}: setting 'start_with' is {value!r}, which does not convert to JSON") from None
     raise TypeError(f"{source}: setting {key!r} is {value!r}, but must be {kind.__name__}")
 
 

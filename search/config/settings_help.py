@@ -31,7 +31,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "model": ("trainable", "model", "weights"),
     "search": (
         "metric", "mode", "objectives", "trials", "max_epochs", "sampler", "scheduler",
-        "grace_period_epochs", "reduction_factor", "pbt_interval_epochs", "pbt_mutate", "repeats", "stopped_trials",
+        "grace_period_epochs", "reduction_factor", "pbt_interval_epochs", "pbt_mutate", "repeats", "stopped_trials", "start_with",
         "seed",
     ),
     "resources": (

@@ -47,6 +47,8 @@ def build_searcher(space: SpaceFile, settings: Settings, concurrency: int, stora
         sampler=build_sampler(settings, space),
         study_name=STUDY,
         storage=storage,
+        # An extension's study (``storage``) holds them already, tried.
+        points_to_evaluate=settings.start_points if storage is None and settings.start_points else None,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=concurrency)
 
@@ -71,7 +73,8 @@ def _population(space: SpaceFile, settings: Settings, concurrency: int) -> tuple
     parameter a point lacks is None there, and the trial drops it (search/trial.py)."""
     from ray.tune.search import BasicVariantGenerator
 
-    samples = sample_space(space, build_sampler(settings, space), settings.trials, tell=False, direction="maximize")
+    samples = sample_space(space, build_sampler(settings, space), settings.trials, tell=False, direction="maximize",
+                           start_with=settings.start_points)  # fmt: skip
     configs = [sample.params | sample.constants for sample in samples]
     param_space = {key: None for config in configs for key in config}
     generator = BasicVariantGenerator(points_to_evaluate=configs, max_concurrent=concurrency, random_state=settings.seed)

@@ -3,7 +3,7 @@ import textwrap
 
 import pytest
 
-from search.config.sampling import dry_run
+from search.config.sampling import dry_run, random_sampler, sample_space
 from search.config.settings import Settings
 from search.config.spaces import SpaceFunction, SpaceParameterError, load_space, resolve_settings
 from tests.conftest import REPO
@@ -128,3 +128,47 @@ def test_a_parameter_whose_kind_changes_between_trials_is_named(tmp_path):
     space = load_space(_space(tmp_path, body))
     with pytest.raises(ValueError, match=r"line 7: parameter 'depth': trial.suggest_int\('depth', 1, 4\) is refused: Cannot set"):
         dry_run(space, resolve_settings(space, {}))
+
+
+_TWO = """
+def space(trial):
+    trial.suggest_int("conv_blocks", 1, 4)
+    trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    if trial.suggest_categorical("optimizer", ["sgd", "adam"]) == "sgd":
+        trial.suggest_float("momentum", 0.0, 0.9, step=0.1)
+"""
+
+
+def test_start_with_points_come_first_and_the_sampler_fills_what_they_leave_out(tmp_path):
+    (tmp_path / "s.py").write_text("START_WITH = [{'lr': 0.003, 'optimizer': 'sgd', 'momentum': 0.5}, {'conv_blocks': 4}]\n" + _TWO)
+    space = load_space(tmp_path / "s.py")
+    settings = resolve_settings(space, {})
+    assert settings.start_points == [{"lr": 0.003, "optimizer": "sgd", "momentum": 0.5}, {"conv_blocks": 4}]
+    first, second, *_ = dry_run(space, settings, samples=2)
+    assert (first["lr"], first["optimizer"], first["momentum"]) == (0.003, "sgd", 0.5) and 1 <= first["conv_blocks"] <= 4
+    assert second["conv_blocks"] == 4
+    # The command line's JSON replaces the file's list; PBT's population is sampled the same way.
+    settings = resolve_settings(space, {"start_with": '[{"conv_blocks": 2, "optimizer": "adam"}]'})
+    (sample, *_) = sample_space(space, random_sampler(settings), 3, tell=False, start_with=settings.start_points)
+    assert sample.params["conv_blocks"] == 2 and sample.params["optimizer"] == "adam" and "momentum" not in sample.params
+
+
+@pytest.mark.parametrize(
+    "points, message",
+    [
+        ('[{"lrr": 0.003}]', r"`start_with` point 0: 'lrr' is not a parameter the space suggests for this point; it suggests \['conv_blocks', 'lr', (.*)\(did you mean 'lr'\?\)"),
+        ('[{"lr": 0.003}, {"lr": 5.0}]', r"`start_with` point 1: 'lr' is 5.0, but the space suggests a number in \[0.0001, 0.1\]"),
+        ('[{"conv_blocks": 2.5}]', r"'conv_blocks' is 2.5, but the space suggests an integer in \[1, 4\]"),
+        ('[{"optimizer": "sgd", "momentum": 0.55}]', r"'momentum' is 0.55, but the space suggests a number in \[0.0, 0.9\] on steps of 0.1"),
+        ('[{"optimizer": "adam", "momentum": 0.5}]', r"'momentum' is not a parameter the space suggests for this point"),
+        ('[{"optimizer": "nadam"}]', r"`start_with` point 0 \(\{'optimizer': 'nadam'\}\) is refused by the space file .*, line 5: parameter 'optimizer'"),
+        ('{"lr": ', r"`start_with` is .*, which is not JSON"),
+        ('[[1, 2]]', r"must be a list of non-empty objects"),
+        ('[{"lr": [0.1]}]', r"`start_with` point 0: 'lr' is \[0.1\], but a parameter's value is a number, a string"),
+    ],
+)
+def test_a_bad_start_point_is_refused_before_any_trial_naming_the_point_and_the_rule(tmp_path, points, message):
+    (tmp_path / "s.py").write_text(_TWO)
+    space = load_space(tmp_path / "s.py")
+    with pytest.raises(ValueError, match=message):
+        dry_run(space, resolve_settings(space, {"start_with": points}), samples=1)
