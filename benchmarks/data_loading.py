@@ -12,7 +12,8 @@ under ``--workdir``, never in the repository. What it prints:
 - Decode, images/s on the small set, five ways side by side in one Ray session, in the order
   A B C D E E D C B A A B C D E: the bare loop of ``trainables.decode.decode_image`` over the
   files in one process and in two (the limit: no cache, no Ray); the cache build before version 2
-  (full-size decode and torchvision's resize in 1024-image tasks: benchmarks/_decode_before.py,
+  (full-size decode and torchvision's resize in 1024-image tasks, each task's pixels sent back to
+  the driver, which writes each shard and reads it back to hash it: benchmarks/_decode_before.py,
   2 workers, as the engine ran it); the cache build with 1 and 2 decode workers (Ray tasks
   through the engine's ``ray_map``; one worker = tasks that each hold both CPUs). Targets: cache
   build >= 0.85x the bare loop with as many processes, >= 3x the build before, 2 workers >= 1.7x 1.
@@ -147,7 +148,7 @@ def decode_rates(folder: str, cache: str, order: list[str]) -> list[tuple[str, f
     import functools
     from concurrent.futures import ProcessPoolExecutor
 
-    from _decode_before import PREPROCESSING_BEFORE, chunks_before
+    from _decode_before import PREPROCESSING_BEFORE, chunks_before, map_before
 
     from search.engine import ray_map
     from trainables.cache import build_or_open, cache_key
@@ -171,7 +172,7 @@ def decode_rates(folder: str, cache: str, order: list[str]) -> list[tuple[str, f
             elif way == "cache build before, 2 workers":
                 description = {"source": source.root, "count": source.count, "preprocessing": PREPROCESSING_BEFORE}
                 count = len(build_or_open(cache, cache_key(description), chunks_before(source), description, source.classes,
-                                          STORED, map=ray_map, out=lambda line: None))  # fmt: skip
+                                          STORED, map=map_before(ray_map), out=lambda line: None))  # fmt: skip
             else:
                 cpus_per_task = 2.0 if way == "cache build, 1 worker" else 1.0
                 count = len(open_source(source, cache, out=lambda line: None,

@@ -1,8 +1,8 @@
 """The decoded-once image cache: uint8 pixels in memory-mapped shards, shared by every trial.
 
 A data set is decoded once (by ``build``'s ``map``: Ray tasks over the cluster's CPUs when the
-engine builds it, a plain serial ``map`` in tests and analysis), and every trial, retrain, predict
-and later run of the same data reads the same files. Layout of ``CACHE_ROOT/<key>/``::
+engine builds it, a plain serial ``map`` in tests and analysis; each task writes its own shard,
+``write_shard``), and every trial, retrain, predict and later run of the same data reads the same files. Layout of ``CACHE_ROOT/<key>/``::
 
     manifest.json      format, key, what it was built from, image size, classes, image count,
                        per shard: file, first image, image count, bytes, sha256; content_hash
@@ -45,11 +45,14 @@ __all__ = [
     "Decoded",
     "DEFAULT_CACHE",
     "ImageView",
+    "ShardJob",
+    "Written",
     "build_or_open",
     "cache_key",
     "check_writable",
     "open_cache",
     "open_complete",
+    "write_shard",
 ]
 
 CACHE_FORMAT = 1
@@ -75,9 +78,33 @@ class Decoded:
     skipped: tuple[str, ...] = ()  # "path: error" of files that could not be read
 
 
-def run_chunk(chunk: Callable[[], Decoded]) -> Decoded:
-    """Decode one chunk: the function every ``map`` given to ``build_or_open`` applies."""
-    return chunk()
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard to make: decode ``chunk`` and write its images to ``path``."""
+
+    chunk: Callable[[], Decoded]
+    path: str
+    image_size: int
+
+
+@dataclass(frozen=True)
+class Written:
+    """A shard on disk, as ``write_shard`` reports it back to the driver."""
+
+    labels: np.ndarray  # (n,) int64
+    skipped: tuple[str, ...]
+    bytes: int
+    sha256: str
+
+
+def write_shard(job: ShardJob) -> Written:
+    """Decode one chunk and write its shard: the function every ``map`` given to ``build_or_open``
+    applies. It runs where the decode runs (a Ray task, when the engine builds), so only labels and
+    a digest travel back, and shards are written in parallel, not by the driver one by one."""
+    decoded = job.chunk()
+    digest = _write_array(Path(job.path), _checked(decoded, job.image_size))
+    labels = np.asarray(decoded.labels, dtype=np.int64)
+    return Written(labels=labels, skipped=tuple(decoded.skipped), bytes=os.path.getsize(job.path), sha256=digest)
 
 
 def cache_key(description: dict[str, Any]) -> str:
@@ -282,14 +309,14 @@ def _build(root, directory, key, chunks, description, classes, image_size, map, 
     building = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}.build-"))
     try:
         shards, labels, skipped, start = [], [], [], 0
-        for number, decoded in enumerate(map(run_chunk, chunks)):
-            name = f"shard-{number:05d}.npy"
-            digest = _write_array(building / name, _checked(decoded, image_size))
-            shards.append({"file": name, "start": start, "count": len(decoded.labels),
-                           "bytes": (building / name).stat().st_size, "sha256": digest})  # fmt: skip
-            labels.append(np.asarray(decoded.labels, dtype=np.int64))
-            skipped.extend(decoded.skipped)
-            start += len(decoded.labels)
+        jobs = [ShardJob(chunk, str(building / f"shard-{number:05d}.npy"), image_size) for number, chunk in enumerate(chunks)]
+        for job, written in zip(jobs, map(write_shard, jobs)):
+            _check_written(job, written)
+            shards.append({"file": Path(job.path).name, "start": start, "count": len(written.labels),
+                           "bytes": written.bytes, "sha256": written.sha256})  # fmt: skip
+            labels.append(written.labels)
+            skipped.extend(written.skipped)
+            start += len(written.labels)
         labels_array = np.concatenate(labels) if labels else np.zeros(0, dtype=np.int64)
         _write_array(building / "labels.npy", labels_array)
         manifest = {
@@ -318,20 +345,32 @@ def _build(root, directory, key, chunks, description, classes, image_size, map, 
 
 def _rebuild_shards(directory: Path, manifest: dict, chunks, bad: list[int], map, out) -> None:
     labels = np.load(directory / "labels.npy")
-    decoded_all = map(run_chunk, [chunks[number] for number in bad])
-    for number, decoded in zip(bad, decoded_all):
-        entry = manifest["shards"][number]
+    jobs = [ShardJob(chunks[number], str(directory / f".{manifest['shards'][number]['file']}.{os.getpid()}.tmp"),
+                     manifest["image_size"]) for number in bad]  # fmt: skip
+    for number, job, written in zip(bad, jobs, map(write_shard, jobs)):
+        entry, temporary = manifest["shards"][number], Path(job.path)
+        _check_written(job, written)
         expected = labels[entry["start"] : entry["start"] + entry["count"]]
-        if len(decoded.labels) != entry["count"] or not np.array_equal(decoded.labels, expected):
+        if len(written.labels) != entry["count"] or not np.array_equal(written.labels, expected):
+            temporary.unlink(missing_ok=True)
             raise RuntimeError(f"shard {entry['file']} of {directory} decodes differently now; delete {directory} to rebuild it")
-        temporary = directory / f".{entry['file']}.{os.getpid()}.tmp"
-        digest = _write_array(temporary, _checked(decoded, manifest["image_size"]))
-        if digest != entry["sha256"]:
+        if written.sha256 != entry["sha256"]:
             temporary.unlink(missing_ok=True)
             raise RuntimeError(f"shard {entry['file']} of {directory} decodes to other pixels now; delete {directory} to rebuild it")
         os.replace(temporary, directory / entry["file"])
     out(f"data cache: {len(bad)} truncated or corrupted shard(s) of {directory} decoded again "
         f"({sum(manifest['shards'][n]['count'] for n in bad)} images): {[manifest['shards'][n]['file'] for n in bad]}")  # fmt: skip
+
+
+def _check_written(job: ShardJob, written: Written) -> None:
+    """CacheError unless the shard a decode task wrote is where the driver sees it, whole: a task on
+    another node writes to that node's disk unless the cache is on storage both see."""
+    path = Path(job.path)
+    if not path.is_file() or path.stat().st_size != written.bytes:
+        raise CacheError(
+            f"the decode task's shard {path.name} is not in {path.parent} as written ({written.bytes} bytes): on a "
+            "cluster, --data-cache must be a folder on storage every node sees"
+        )
 
 
 def _checked(decoded: Decoded, image_size: int) -> np.ndarray:
@@ -376,13 +415,25 @@ def _content_hash(shards: list[dict], labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+class _Hashing:
+    """A file that hashes what is written to it, so a shard is not read back to be hashed."""
+
+    def __init__(self, file):
+        self.file, self.digest = file, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.file.write(data)
+
+
 def _write_array(path: Path, array: np.ndarray) -> str:
-    """Save ``array`` as .npy at ``path`` (fsynced); return the file's sha256."""
+    """Save ``array`` as .npy at ``path`` (fsynced); return the file's sha256 (as _file_hash gives)."""
     with open(path, "wb") as file:
-        np.save(file, array, allow_pickle=False)
+        hashing = _Hashing(file)
+        np.save(hashing, array, allow_pickle=False)
         file.flush()
         os.fsync(file.fileno())
-    return _file_hash(path)
+    return hashing.digest.hexdigest()
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -202,6 +202,21 @@ def test_a_cache_directory_that_cannot_be_written_or_is_too_small_is_a_clear_err
         check_writable(tmp_path / "cache", needed_bytes=2**62)
 
 
+def test_a_shard_a_decode_task_wrote_where_the_driver_cannot_see_it_is_a_clear_error(folder, tmp_path, small_chunks):
+    """Each decode task writes its own shard (only labels and a digest come back): a task on a node
+    that does not share the cache folder leaves it on that node's disk, which is said, not missed."""
+
+    def elsewhere(function, jobs):  # as a task on another node: the file is not where the driver looks
+        for job in jobs:
+            written = function(job)
+            Path(job.path).unlink()
+            yield written
+
+    with pytest.raises(DatasetError, match=r"shard shard-00000.npy is not in .* as written \(\d+ bytes\): on a cluster, --data-cache"):
+        load_dataset(str(folder), 12, cache=tmp_path / "cache", decode_map=elsewhere)
+    assert not list((tmp_path / "cache").glob("*/manifest.json")) and not list((tmp_path / "cache").glob(".*build*"))
+
+
 def test_without_rebuild_a_damaged_or_missing_cache_names_the_shard_and_decodes_nothing(folder, tmp_path, small_chunks):
     from trainables.cache import CacheDamaged
 
