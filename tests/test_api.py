@@ -12,8 +12,10 @@ import time
 import pandas as pd
 import pytest
 
+from analysis.records import read_trials
 from search import open_run, run
 from tests.conftest import REPO
+from tests.fixed_spaces import start_with
 
 pytestmark = pytest.mark.slow
 
@@ -103,8 +105,6 @@ def test_trials_are_in_the_optuna_study_while_the_search_runs(tracked_run):
 
 
 def _records(run_dir):
-    from analysis.records import read_trials
-
     return read_trials(run_dir)
 
 
@@ -176,7 +176,8 @@ def _comparable(board: pd.DataFrame) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def repeated_runs(ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("repeat")
-    settings = dict(trials=4, max_epochs=2, grace_period_epochs=1, data_fraction=0.3, concurrency=1, seed=3, retrain=False)
+    settings = dict(trials=4, max_epochs=2, grace_period_epochs=1, data_fraction=0.3, concurrency=1, seed=3, retrain=False,
+                    start_with=start_with("scratch_cnn.py"))  # fmt: skip
     first = run(REPO / "spaces" / "scratch_cnn.py", storage=str(root), name="first", mlflow=f"sqlite:///{root / 'm.db'}", **settings)
     second = run(REPO / "spaces" / "scratch_cnn.py", storage=str(root), name="second", **settings)
     return first, second, f"sqlite:///{root / 'm.db'}"
@@ -185,7 +186,9 @@ def repeated_runs(ray_session, tmp_path_factory):
 def test_concurrency_1_and_the_same_seed_give_the_same_leaderboard(repeated_runs):
     first, second, _ = repeated_runs
     pd.testing.assert_frame_equal(_comparable(first.leaderboard), _comparable(second.leaderboard))
-    assert first.leaderboard["val_acc"].iloc[0] > 0.2
+    # Two epochs on 30% of digits leave val_acc near chance for some seeds; the training loss has
+    # moved: benchmarks/test_bounds.py --cases api_repeated, highest over seeds 1-5 1.83, plus 0.1.
+    assert min(r.metrics[-1]["train_loss"] for r in read_trials(first.dir)) < 1.95
 
 
 def test_retrain_shows_a_baseline_and_logs_the_winner_to_mlflow(repeated_runs, tmp_path):

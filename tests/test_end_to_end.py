@@ -16,12 +16,17 @@ from analysis.rerun import rerun_trial
 from search.config.spaces import load_space, resolve_settings
 from search.engine import run_search
 from tests.conftest import REPO
+from tests.fixed_spaces import start_with
 
 pytestmark = pytest.mark.slow
 
-# The best val_acc must beat (chance is 0.1); benchmarks/test_bounds.py --cases scratch_run,resnet_run
-# measures it over seeds 1-5 (the bound: the lowest less a margin).
-BEST_VAL_ACC = {"scratch_run": 0.3, "resnet_run": 0.3}
+# benchmarks/test_bounds.py --cases scratch_run,resnet_run, seeds 1-5. The scratch run's best
+# val_acc must beat the lowest less 0.1 (0.75 less 0.1, rounded down; chance is 0.1). The resnet
+# run's val_acc reached only 0.30 at its worst seed (2 epochs on 30% of digits at 32 px), too
+# close to twice chance for a bound; its trials' lowest last-epoch train_loss must fall below the
+# highest over the seeds plus 0.1 (0.96 + 0.1, rounded up; a uniform guess's loss is ln 10 = 2.30).
+SCRATCH_BEST_VAL_ACC = 0.60
+RESNET_TRAIN_LOSS = 1.10
 
 
 def _search(tmp_path_factory, space_file, **overrides):
@@ -58,6 +63,7 @@ def resnet_run(ray_session, tmp_path_factory):
         grace_period_epochs=1,
         reduction_factor=3,
         data_fraction=0.3,
+        start_with=start_with("resnet.py"),
     )
 
 
@@ -69,11 +75,21 @@ def test_one_leaderboard_row_per_trial_and_asha_stops_some(run, request):
     assert len(table) == settings["trials"] == len(set(table["trial_id"]))
     assert table["status"].str.match(r"^(completed|stopped early at epoch \d+)$").all(), table["status"]
     assert table["status"].str.startswith("stopped early").sum() >= 1
-    assert table["val_acc"].iloc[0] == table["val_acc"].max() > BEST_VAL_ACC[run]
+    assert table["val_acc"].iloc[0] == table["val_acc"].max()
     # the leaderboard is rebuilt from files alone, identically
     assert build_leaderboard(run_dir).to_csv(index=False) == (run_dir / "leaderboard.csv").read_text()
     assert "top 5 by val_acc" in output and f"tensorboard --logdir {run_dir}" in output
     assert str(run_dir / "leaderboard.csv") in output
+
+
+def test_the_scratch_run_learned(scratch_run):
+    run_dir, _ = scratch_run
+    assert pd.read_csv(run_dir / "leaderboard.csv")["val_acc"].max() > SCRATCH_BEST_VAL_ACC
+
+
+def test_the_resnet_run_learned(resnet_run):
+    run_dir, _ = resnet_run
+    assert min(r.metrics[-1]["train_loss"] for r in read_trials(run_dir)) < RESNET_TRAIN_LOSS
 
 
 def test_searched_parameters_are_in_the_leaderboard(scratch_run, resnet_run):
