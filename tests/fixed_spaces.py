@@ -54,3 +54,12 @@ def write_space(path: Path, configs: list[dict], settings: dict) -> Path:
     lines += [f"_CONFIGS = {configs!r}", "", "", "def space(trial):", "    return dict(_CONFIGS[trial.number % len(_CONFIGS)])"]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def write_trivial_space(path: Path, function: str = "constant", low: float = 0.0, constants: dict | None = None, **settings) -> Path:
+    """A space file of ``tests.trivial``'s ``function`` searching ``x`` in [low, 1], returning
+    ``constants``, with ``settings`` (lower-case names) as its upper-case settings."""
+    lines = [f'TRAINABLE = "tests.trivial:{function}"', *(f"{key.upper()} = {value!r}" for key, value in settings.items())]
+    lines += ["", "", "def space(trial):", f'    trial.suggest_float("x", {low!r}, 1.0)', f"    return {constants or {}!r}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 from analysis.records import read_json, read_trials
 from search.cli import main
 from tests.conftest import REPO
-from tests.fixed_spaces import CTRL_C, TWO_WORKERS_KILLED, write_space
+from tests.fixed_spaces import CTRL_C, TWO_WORKERS_KILLED, write_space, write_trivial_space
 
 pytestmark = pytest.mark.slow
 
@@ -119,18 +118,7 @@ def test_ctrl_c_writes_leaderboard_and_report_then_resume_finishes_without_retra
 
 
 def test_trials_begun_after_the_last_snapshot_are_set_aside_in_trials_lost(tmp_path):
-    space = tmp_path / "quick.py"
-    space.write_text(textwrap.dedent("""
-        TRAINABLE = "tests.trivial:constant"
-        TRIALS = 10
-        MAX_EPOCHS = 1
-        GRACE_PERIOD_EPOCHS = 1
-        CONCURRENCY = 1
-
-        def space(trial):
-            trial.suggest_float("x", 0.0, 1.0)
-            return {}
-    """))
+    space = write_trivial_space(tmp_path / "quick.py", trials=10, max_epochs=1, grace_period_epochs=1, concurrency=1)
     # Ray snapshots the experiment at its first step, then (with this period) not again for an hour:
     # a crash between two snapshots. Once in a full-suite run (1 of 4 runs seen) the snapshot still
     # held every begun trial, and nothing was lost; the crash is then made again, in a new run,
@@ -164,18 +152,8 @@ def test_a_checkpoint_deleted_after_rays_last_snapshot_is_put_back_and_the_trial
     has deleted, and the trial failed every retry on resume (seen once in a full suite run under
     load). That state is made here: a snapshot is kept aside, the run goes on until Ray deletes
     the checkpoint it names, then the driver is killed and the kept snapshot put back."""
-    space = tmp_path / "long.py"
-    space.write_text(textwrap.dedent("""
-        TRAINABLE = "tests.trivial:checkpointed"
-        TRIALS = 1
-        MAX_EPOCHS = 60
-        GRACE_PERIOD_EPOCHS = 1
-        CONCURRENCY = 1
-
-        def space(trial):
-            trial.suggest_float("x", 0.5, 1.0)
-            return {"epoch_s": 0.1}
-    """))
+    space = write_trivial_space(tmp_path / "long.py", "checkpointed", low=0.5, constants={"epoch_s": 0.1},
+                                trials=1, max_epochs=60, grace_period_epochs=1, concurrency=1)  # fmt: skip
     run_dir, kept = tmp_path / "d", {}
     first = _start("run", str(space), "--storage", str(tmp_path), "--name", "d", "--no-retrain")
 

@@ -12,7 +12,7 @@ from analysis.retrain import retrain
 from search.config.spaces import load_space, resolve_settings
 from search.engine import run_search
 from tests.conftest import REPO
-from tests.fixed_spaces import start_with
+from tests.fixed_spaces import start_with, write_trivial_space
 
 pytestmark = pytest.mark.slow
 
@@ -97,15 +97,11 @@ def test_the_grid_runs_each_point_once(ray_session, tmp_path):
 
 
 def test_start_with_trials_its_points_first_and_the_sampler_the_rest(ray_session, tmp_path):
-    space = tmp_path / "points.py"
-    space.write_text(
-        "TRAINABLE = 'tests.trivial:constant'\nTRIALS = 4\nMAX_EPOCHS = 1\nGRACE_PERIOD_EPOCHS = 1\nCONCURRENCY = 1\n"
-        "START_WITH = [{'x': 0.25, 'y': 'b'}, {'x': 0.75}]\n\n"
-        "def space(trial):\n    trial.suggest_float('x', 0.0, 1.0)\n    trial.suggest_categorical('y', ['a', 'b'])\n"
-    )
+    space = write_trivial_space(tmp_path / "points.py", trials=4, max_epochs=1, grace_period_epochs=1, concurrency=1,
+                                start_with=[{"x": 0.25}, {"x": 0.75}])  # fmt: skip
     settings = resolve_settings(load_space(space), {"storage": str(tmp_path), "name": "run", "seed": 2})
     run_dir = run_search(load_space(space), settings, out=[].append)
     records = sorted(read_trials(run_dir), key=lambda r: r.status["started_at"])
-    assert len(records) == 4 and records[0].params == {"x": 0.25, "y": "b"} and records[1].params["x"] == 0.75
+    assert len(records) == 4 and records[0].params == {"x": 0.25} and records[1].params == {"x": 0.75}
     assert not {r.params["x"] for r in records[2:]} & {0.25, 0.75}  # then the sampler's own
-    assert read_json(run_dir / "settings.json")["start_with"] == '[{"x": 0.25, "y": "b"}, {"x": 0.75}]'
+    assert read_json(run_dir / "settings.json")["start_with"] == '[{"x": 0.25}, {"x": 0.75}]'
