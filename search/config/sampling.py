@@ -84,10 +84,9 @@ def check_start_point(point: dict, k: int, params: dict, distributions: dict, wh
             continue  # a value outside the choices: Optuna refused it in the space's call already
         low, high, step = distribution.low, distribution.high, getattr(distribution, "step", None)
         integer = isinstance(low, int) and isinstance(high, int)
-        on_step = step is None or math.isclose((value - low) / step, round((value - low) / step), abs_tol=1e-9)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high or not on_step or (
-            integer and value != int(value)
-        ):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        on_step = number and (step is None or math.isclose((value - low) / step, round((value - low) / step), abs_tol=1e-9))
+        if not number or not low <= value <= high or not on_step or (integer and value != int(value)):
             rule = f"{'an integer' if integer else 'a number'} in [{low}, {high}]" + (f" on steps of {step}" if step else "")
             raise ValueError(f"{where}: `start_with` point {k}: {name!r} is {value!r}, but the space suggests {rule}")
 

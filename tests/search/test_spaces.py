@@ -162,6 +162,7 @@ def test_start_with_points_come_first_and_the_sampler_fills_what_they_leave_out(
         ('[{"optimizer": "sgd", "momentum": 0.55}]', r"'momentum' is 0.55, but the space suggests a number in \[0.0, 0.9\] on steps of 0.1"),
         ('[{"optimizer": "adam", "momentum": 0.5}]', r"'momentum' is not a parameter the space suggests for this point"),
         ('[{"optimizer": "nadam"}]', r"`start_with` point 0 \(\{'optimizer': 'nadam'\}\) is refused by the space file .*, line 5: parameter 'optimizer'"),
+        ('[{"lr": "fast"}]', r"`start_with` point 0 \(\{'lr': 'fast'\}\) is refused by the space file .*: parameter 'lr'"),
         ('{"lr": ', r"`start_with` is .*, which is not JSON"),
         ('[[1, 2]]', r"must be a list of non-empty objects"),
         ('[{"lr": [0.1]}]', r"`start_with` point 0: 'lr' is \[0.1\], but a parameter's value is a number, a string"),
