@@ -52,13 +52,12 @@ def _best(run_dir: Path, metric: str = "val_acc") -> float:
 
 def _learned(run_dir: Path, metric: str = "val_acc") -> dict[str, float]:
     """The best ``metric`` of the run, and the lowest last-epoch train_loss of its trials."""
-    from analysis.records import read_trials
+    from tests.fixed_spaces import lowest_train_loss
 
-    losses = [record.metrics[-1]["train_loss"] for record in read_trials(run_dir) if record.metrics]
-    return {metric: _best(run_dir, metric), "train_loss": float(min(losses))}
+    return {metric: _best(run_dir, metric), "train_loss": lowest_train_loss(run_dir)}
 
 
-def _last_val_acc(run_dir: Path) -> dict[str, float]:
+def _last_epoch(run_dir: Path) -> dict[str, float]:
     """The one trial's last val_acc and train_loss."""
     from analysis.records import read_trials
 
@@ -152,7 +151,7 @@ def strategies(seed, tmp):
 
 def two_workers(seed, tmp):
     """tests/test_gpus.py::test_a_two_worker_trial_trains_data_parallel_with_gloo_and_records_like_any_trial"""
-    return _last_val_acc(_search(_spaces("scratch_cnn.py"), tmp, dict(seed=seed, trials=1, max_epochs=2, grace_period_epochs=1,
+    return _last_epoch(_search(_spaces("scratch_cnn.py"), tmp, dict(seed=seed, trials=1, max_epochs=2, grace_period_epochs=1,
                                                                       workers_per_trial=2, data_fraction=0.35, sampler="random")
                                                       | _start("scratch_cnn.py")))  # fmt: skip
 

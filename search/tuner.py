@@ -211,10 +211,7 @@ def restore_snapshot_checkpoints(experiment: Path) -> list[str]:
         trial_path = experiment / trial.get("relative_logdir", trial["trial_id"])
         if not named or (trial_path / named).exists():
             continue
-        reported = [
-            json.loads(line).get("checkpoint_dir_name")
-            for line in _lines(trial_path / "result.json")
-        ]
+        reported = [result.get("checkpoint_dir_name") for result in _results(trial_path / "result.json")]
         newest = next((name for name in reversed(reported) if name and (trial_path / name).is_dir()), None)
         if newest is None:
             continue  # nothing to go on from: Ray's restore fails the trial, as without this
@@ -226,12 +223,15 @@ def restore_snapshot_checkpoints(experiment: Path) -> list[str]:
     return restored
 
 
-def _lines(path: Path) -> list[str]:
-    """The complete lines of a file Ray appends to (a torn last line is left out)."""
-    if not path.is_file():
-        return []
-    text = path.read_text()
-    return [line for line in text[: text.rfind("\n") + 1].splitlines() if line.strip()]
+def _results(path: Path) -> list[dict]:
+    """The results Ray's JSON logger appended to ``path``; a line torn by a crash is skipped."""
+    results = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            results.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return results
 
 
 def set_aside_unknown_trials(run_dir: Path, known: set[str]) -> list[str]:

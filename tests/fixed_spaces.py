@@ -28,6 +28,14 @@ START = {
 }  # fmt: skip
 
 
+def lowest_train_loss(run_dir) -> float:
+    """The lowest last-epoch train_loss of a run's trials: what a test that bounds the training
+    loss asserts (and benchmarks/test_bounds.py measures)."""
+    from analysis.records import read_trials
+
+    return float(min(record.metrics[-1]["train_loss"] for record in read_trials(run_dir) if record.metrics))
+
+
 def start_with(space_file: str) -> str:
     """The ``start_with`` setting for shipped space ``space_file``."""
     return json.dumps([START[space_file]])

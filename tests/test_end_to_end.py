@@ -16,7 +16,7 @@ from analysis.rerun import rerun_trial
 from search.config.spaces import load_space, resolve_settings
 from search.engine import run_search
 from tests.conftest import REPO
-from tests.fixed_spaces import start_with
+from tests.fixed_spaces import lowest_train_loss, start_with
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +89,7 @@ def test_the_scratch_run_learned(scratch_run):
 
 def test_the_resnet_run_learned(resnet_run):
     run_dir, _ = resnet_run
-    assert min(r.metrics[-1]["train_loss"] for r in read_trials(run_dir)) < RESNET_TRAIN_LOSS
+    assert lowest_train_loss(run_dir) < RESNET_TRAIN_LOSS
 
 
 def test_searched_parameters_are_in_the_leaderboard(scratch_run, resnet_run):

@@ -12,7 +12,7 @@ from search.config.sampling import dry_run
 from search.config.spaces import load_space, resolve_settings
 from search.engine import run_search
 from tests.conftest import REPO, write_png_folder
-from tests.fixed_spaces import start_with
+from tests.fixed_spaces import lowest_train_loss, start_with
 
 pytestmark = pytest.mark.slow
 
@@ -37,10 +37,6 @@ def _search(tmp_path_factory, space_file, **overrides):
     return run_search(space, settings, out=[].append)
 
 
-def _lowest_train_loss(run_dir) -> float:
-    return min(r.metrics[-1]["train_loss"] for r in read_trials(run_dir))
-
-
 def _board(run_dir):
     table = pd.read_csv(run_dir / "leaderboard.csv")
     assert len(table) == 2
@@ -51,7 +47,7 @@ def _board(run_dir):
 def test_regularization_searches_augmentation_schedules_and_epochs(ray_session, tmp_path_factory):
     run_dir = _search(tmp_path_factory, "regularization.py", data_fraction=0.2, scheduler="fifo")
     table = _board(run_dir)
-    assert _lowest_train_loss(run_dir) < TRAIN_LOSS["regularization.py"]
+    assert lowest_train_loss(run_dir) < TRAIN_LOSS["regularization.py"]
     searched = {"use_dropout", "hflip", "rotation_degrees", "crop_scale", "color_jitter", "optimizer", "lr_schedule", "max_epochs"}
     assert searched <= set(table.columns)
     for record in read_trials(run_dir):
@@ -92,7 +88,7 @@ def imbalanced_folder(tmp_path_factory):
 
 def test_imbalanced_ranks_by_balanced_accuracy_and_searches_class_weights(ray_session, tmp_path_factory, imbalanced_folder):
     run_dir = _search(tmp_path_factory, "imbalanced.py", dataset=str(imbalanced_folder), max_epochs=2, grace_period_epochs=1)
-    assert _lowest_train_loss(run_dir) < TRAIN_LOSS["imbalanced.py"]
+    assert lowest_train_loss(run_dir) < TRAIN_LOSS["imbalanced.py"]
     assert read_json(run_dir / "settings.json")["metric"] == "val_balanced_acc"
     assert read_json(run_dir / "split.json")["classes"] == ["digit0", "digit1", "digit2", "digit3"]
     table = _board(run_dir)
@@ -108,7 +104,7 @@ def test_resolution_trains_retrains_and_predicts_at_the_trial_size(ray_session, 
 
     run_dir = _search(tmp_path_factory, "resolution.py", data_fraction=0.2, max_epochs=2, grace_period_epochs=1)
     table = _board(run_dir)
-    assert _lowest_train_loss(run_dir) < TRAIN_LOSS["resolution.py"]
+    assert lowest_train_loss(run_dir) < TRAIN_LOSS["resolution.py"]
     assert {"image_size", "conv_blocks", "base_width"} <= set(table.columns)
     assert set(table["image_size"]) <= {16, 24, 32}
     retrain(run_dir, top_k=1, seeds=1, out=[].append)

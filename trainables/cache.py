@@ -2,7 +2,8 @@
 
 A data set is decoded once (by ``build``'s ``map``: Ray tasks over the cluster's CPUs when the
 engine builds it, a plain serial ``map`` in tests and analysis; each task writes its own shard,
-``write_shard``), and every trial, retrain, predict and later run of the same data reads the same files. Layout of ``CACHE_ROOT/<key>/``::
+``write_shard``), and every trial, retrain, predict and later run of the same data reads the
+same files. Layout of ``CACHE_ROOT/<key>/``::
 
     manifest.json      format, key, what it was built from, image size, classes, image count,
                        per shard: file, first image, image count, bytes, sha256; content_hash
