@@ -523,6 +523,10 @@ def _plot(cells: dict, benchmark: str, trials: int, plots: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _cell_key(result: dict) -> tuple:
+    return result["method"], result["benchmark"], result["workers"], result["seed"], result["budget"]
+
+
 def read_results(path: Path) -> list[dict]:
     if not path.is_file():
         return []
@@ -610,7 +614,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--plots", default=str(PLOTS))
     parser.add_argument("--report-only", action="store_true", help="no new cells: print the figures of the results file")
     parser.add_argument("--list", action="store_true", help="print the cells this run would do, and stop")
+    parser.add_argument("--before", default="", help="with --report-only: a results file whose cells take the place "
+                        "of the same cells (method, benchmark, workers, seed, budget) of --results, to print the "
+                        "figures from before a change that rewrote those cells")
     args = parser.parse_args(argv)
+    if args.before and not args.report_only:
+        raise SystemExit("--before replaces cells in the report only: give --report-only with it")
     if args.reduced:
         args.seeds, args.trials = args.seeds or 2, args.trials or 20
         args.benchmarks = args.benchmarks or "nb201_cifar10,curves"
@@ -626,7 +635,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     workers = [int(w) for w in args.workers.split(",") if w] or None
     results_path = Path(args.results)
     results = read_results(results_path)
-    done = {(r["method"], r["benchmark"], r["workers"], r["seed"], r["budget"]) for r in results}
+    if args.before:
+        before = read_results(Path(args.before))
+        replaced = {_cell_key(r) for r in before}
+        results = before + [r for r in results if _cell_key(r) not in replaced]
+    done = {_cell_key(r) for r in results}
     cells = [c for c in plan(benchmarks, methods, workers, args.seeds or None, args.trials or None) if (c[0], c[1], c[2], c[3], c[4]) not in done]
     if args.list:
         for c in cells:

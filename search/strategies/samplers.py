@@ -14,22 +14,35 @@ from typing import Any
 from search.config.sampling import parameters
 from search.strategies.registry import Registry
 
-__all__ = ["SAMPLERS", "grid_points", "nsga2_population"]
+__all__ = ["SAMPLERS", "constant_liar", "grid_points", "grid_size", "nsga2_population"]
 
 SAMPLERS = Registry("sampler")
 
 
-@SAMPLERS.register("tpe", settings=("seed", "trials"))
+@SAMPLERS.register("tpe", settings=("seed", "trials", "repeats"))
 def tpe(settings, space):
     """Seeded TPE, the default: models good and bad trials, multi-objective too; good from ~20 trials."""
     import optuna
 
-    # TPE starts modelling after a quarter of the budget (at most 10 random trials), and
-    # constant_liar keeps concurrent trials from being proposed on top of each other. With several
+    # TPE starts modelling after a quarter of the budget (at most 10 random trials). With several
     # objectives it splits trials by Pareto rank instead of by value.
     return optuna.samplers.TPESampler(
-        seed=settings.seed, n_startup_trials=min(10, max(2, settings.trials // 4)), constant_liar=True
-    )
+        seed=settings.seed, n_startup_trials=min(10, max(2, settings.trials // 4)),
+        constant_liar=constant_liar(settings, space),
+    )  # fmt: skip
+
+
+def constant_liar(settings, space) -> bool:
+    """Whether TPE counts the trials still running as bad ones when it proposes the next.
+
+    The liar keeps concurrent trials from being proposed on top of each other. In a discrete space
+    with ``repeats = "avoid"``, the searcher's ledger already keeps them from being exact repeats,
+    and the liar's pessimism also steers away from the neighbours of every running trial, the good
+    region included. There it cost search quality at 32 concurrent trials, and it is off
+    (benchmarks/search_quality.py, RESULTS.md: "Pending trials"). A continuous space keeps it.
+    With one trial at a time nothing is pending, and the two are the same.
+    """
+    return not (settings.repeats == "avoid" and grid_size(settings, space) is not None)
 
 
 @SAMPLERS.register("random", settings=("seed",))
@@ -118,6 +131,24 @@ def grid(settings, space):
     from search.strategies.grid_sampler import GridSampler  # imports optuna: not at this module's import
 
     return GridSampler(grid_points(settings, space))
+
+
+def grid_size(settings, space) -> int | None:
+    """The number of points of a discrete space's grid (``grid_points``); None for a space with a
+    continuous parameter."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    size = 1
+    for distribution in parameters(space, settings).distributions.values():
+        if isinstance(distribution, CategoricalDistribution):
+            size *= len(distribution.choices)
+        elif isinstance(distribution, IntDistribution):
+            size *= (distribution.high - distribution.low) // distribution.step + 1
+        elif getattr(distribution, "step", None) is not None:
+            size *= int(round((distribution.high - distribution.low) / distribution.step)) + 1
+        else:
+            return None
+    return size
 
 
 def grid_points(settings, space) -> list[dict[str, Any]]:

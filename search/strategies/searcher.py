@@ -12,10 +12,10 @@ from ray.tune.search.optuna import OptunaSearch as RayOptunaSearch
 
 from search import _adapter
 from search.config.proposals import MAX_ASKS, Ledger, outcome
-from search.config.sampling import parameters, sample_space
+from search.config.sampling import sample_space
 from search.config.settings import Settings
 from search.config.spaces import SpaceFile, SpaceFunction
-from search.strategies.samplers import SAMPLERS, grid_points, nsga2_population
+from search.strategies.samplers import SAMPLERS, grid_points, grid_size, nsga2_population
 from search.strategies.schedulers import SCHEDULERS
 
 __all__ = [
@@ -168,19 +168,8 @@ class OptunaSearch(RayOptunaSearch):
 def discrete_grid(space: SpaceFile, settings: Settings) -> list[dict[str, Any]] | None:
     """The points of a discrete space in a seeded order (search/strategies/samplers.grid_points); None
     for a space with a continuous parameter, or one of more than GRID_LIMIT points."""
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-
-    size = 1
-    for distribution in parameters(space, settings).distributions.values():
-        if isinstance(distribution, CategoricalDistribution):
-            size *= len(distribution.choices)
-        elif isinstance(distribution, IntDistribution):
-            size *= (distribution.high - distribution.low) // distribution.step + 1
-        elif getattr(distribution, "step", None) is not None:
-            size *= int(round((distribution.high - distribution.low) / distribution.step)) + 1
-        else:
-            return None
-    return grid_points(settings, space) if size <= GRID_LIMIT else None
+    size = grid_size(settings, space)
+    return grid_points(settings, space) if size is not None and size <= GRID_LIMIT else None
 
 
 def _ledger(space: SpaceFile, settings: Settings, storage=None) -> Ledger:

@@ -14,7 +14,7 @@ from search.config.settings import Settings
 from search.config.spaces import SpaceFile, load_space
 from search.strategies import check_names
 from search.strategies.registry import Registry
-from search.strategies.samplers import SAMPLERS, grid_points
+from search.strategies.samplers import SAMPLERS, constant_liar, grid_points, grid_size
 from search.strategies.schedulers import SCHEDULERS, ClipToSpace, pbt_mutations
 from tests.conftest import REPO
 
@@ -86,6 +86,14 @@ def test_the_grid_steps_through_a_stepped_float(tmp_path):
     path.write_text("def space(trial):\n    trial.suggest_float('dropout', 0.0, 0.5, step=0.25)\n")
     points = grid_points(Settings(), load_space(path))
     assert sorted(p["dropout"] for p in points) == [0.0, 0.25, 0.5]
+
+
+def test_tpe_drops_its_constant_liar_only_where_the_ledger_keeps_concurrent_trials_apart():
+    assert grid_size(Settings(), GRID) == 12 and grid_size(Settings(), SCRATCH) is None
+
+    assert constant_liar(Settings(), GRID) is False  # discrete, repeats avoided by the ledger
+    assert constant_liar(Settings(repeats="allow"), GRID) is True  # nothing else keeps trials apart
+    assert constant_liar(Settings(), SCRATCH) is True  # a continuous parameter: no exact repeats to avoid
 
 
 def test_cmaes_optimises_one_objective():
