@@ -640,7 +640,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         replaced = {_cell_key(r) for r in before}
         results = before + [r for r in results if _cell_key(r) not in replaced]
     done = {_cell_key(r) for r in results}
-    cells = [c for c in plan(benchmarks, methods, workers, args.seeds or None, args.trials or None) if (c[0], c[1], c[2], c[3], c[4]) not in done]
+    cells = [c for c in plan(benchmarks, methods, workers, args.seeds or None, args.trials or None) if tuple(c[:5]) not in done]
     if args.list:
         for c in cells:
             print(*c[:5])

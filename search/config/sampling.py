@@ -145,8 +145,20 @@ def parameters(space: SpaceFile, settings: Settings, samples: int = 64) -> Param
     """Sample ``space`` ``samples`` times at random (seeded) and collect each parameter's distribution.
 
     A parameter is conditional when some sample lacks it or suggests it differently; a condition
-    that 64 random samples never meet goes unnoticed.
+    that 64 random samples never meet goes unnoticed. The result is kept per space file, seed and
+    count: the ledger, the grid and the TPE builder each ask for it at start-up.
     """
+    key = (str(space.path), space.text, settings.seed, samples)
+    if key not in _PARAMETERS:
+        _PARAMETERS.clear()  # one space per run: keep the last only
+        _PARAMETERS[key] = _sample_parameters(space, settings, samples)
+    return _PARAMETERS[key]
+
+
+_PARAMETERS: dict[tuple, Parameters] = {}
+
+
+def _sample_parameters(space: SpaceFile, settings: Settings, samples: int) -> Parameters:
     seen = [sample.distributions for sample in sample_space(space, random_sampler(settings), samples)]
     distributions: dict[str, Any] = {}
     for sample in seen:
