@@ -20,6 +20,18 @@ upgrade that moves one fails there, not in the middle of a search.
 - Setting ``RAY_AUTH_MODE=token`` after Ray is imported leaves this process's cached config at
   "disabled" (its own GCS then refuses the driver); Ray's own default for a new local session
   goes through ``authentication_token_setup._enable_token_auth``, which ``enable_token_auth`` calls.
+- Ray Train 2.60's ``TorchTrainer`` always adds a ``PlacementGroupCleanerCallback``: a detached
+  actor that asks Ray's state API, every second, whether the Train controller still lives, and
+  removes the run's placement group once it does not. The state API finds its cluster through
+  ``RAY_ADDRESS`` or the address file of the last ``ray start`` (``/tmp/ray/ray_current_cluster``),
+  not through the caller's connection: a session started by ``ray.init`` has neither, and a file
+  left by an earlier ``ray start`` names a cluster long gone, whose GCS each query then waits on
+  for 40 s. The callback's stop, at the end of every Train run, waits out its 12 s timeout for
+  that query; and were the file to name another live cluster on the machine, the cleaner would
+  find no such controller there and remove a live trial's placement group. The default callbacks
+  are built in the private ``_create_default_callbacks``; ``without_placement_group_cleaner``
+  leaves the cleaner out, for a session the state API would not reach
+  (``state_api_reaches_this_session``, through Ray's private address lookup).
 """
 
 from __future__ import annotations
@@ -41,6 +53,8 @@ __all__ = [
     "replace_stopper",
     "restored_search_alg",
     "single_machine_mode",
+    "state_api_reaches_this_session",
+    "without_placement_group_cleaner",
 ]
 
 SINGLE_MACHINE_ENV = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR  # "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -102,3 +116,34 @@ def forget_optuna_trial(searcher: Any, trial_id: str) -> None:
     """Make ``OptunaSearch`` ask Optuna a new trial at the next ``suggest(trial_id)`` (the one it
     holds for ``trial_id`` is told already: a repeated configuration, see search/config/proposals.py)."""
     del searcher._ot_trials[trial_id]
+
+
+def state_api_reaches_this_session() -> bool:
+    """Whether Ray's state API, called from this process, would query the session this process is
+    connected to: the cluster its address lookup finds is this one, and its GCS names the
+    dashboard that serves the API."""
+    import ray
+    from ray._private import services
+    from ray.experimental import internal_kv
+
+    try:
+        found = services.canonicalize_bootstrap_address(None)  # what the state API's client resolves
+    except (ValueError, ConnectionError):  # an unparsable RAY_ADDRESS
+        return False
+    if found is None or found != ray.get_runtime_context().gcs_address:
+        return False
+    return internal_kv._internal_kv_get(ray_constants.DASHBOARD_ADDRESS, namespace=ray_constants.KV_NAMESPACE_DASHBOARD) is not None
+
+
+def without_placement_group_cleaner(trainer_class: type) -> type:
+    """A subclass of the Ray Train trainer ``trainer_class`` that starts no
+    ``PlacementGroupCleanerCallback`` (its other default callbacks as Ray builds them)."""
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    class Trainer(trainer_class):
+        def _create_default_callbacks(self) -> list:
+            callbacks = super()._create_default_callbacks()
+            return [c for c in callbacks if not isinstance(c, PlacementGroupCleanerCallback)]
+
+    Trainer.__name__ = Trainer.__qualname__ = f"{trainer_class.__name__}WithoutPlacementGroupCleaner"
+    return Trainer

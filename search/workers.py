@@ -32,6 +32,7 @@ import ray
 from ray import tune
 from ray.util.queue import Empty, Queue
 
+from search import _adapter
 from search.trial import MetricNotReported, check_first_report, remember_final_error, replay_or_refuse
 from trainables.contract import NOT_RETRIED, TrialDiverged, TrialInfeasible
 
@@ -112,7 +113,12 @@ class _WorkersTrial(tune.Trainable):
         fixed = self.fixed
         self.reports, self.replies = Queue(actor_options={"num_cpus": 0}), Queue(actor_options={"num_cpus": 0})
         gpus = fixed["gpus"]
-        trainer = TorchTrainer(
+        # Ray Train's placement-group cleaner asks the state API, which finds its cluster by an
+        # address file, not this connection: where that is not this session, every trial's end
+        # would wait out the cleaner's 12 s stop, or worse (search/_adapter.py).
+        reached = _adapter.state_api_reaches_this_session()
+        trainer_class = TorchTrainer if reached else _adapter.without_placement_group_cleaner(TorchTrainer)
+        trainer = trainer_class(
             _worker,
             train_loop_config={
                 "trainable": fixed["trainable_name"],

@@ -1,5 +1,6 @@
 """Pins what search/_adapter.py reads from Ray's and Optuna's private attributes in the installed
-releases: if an upgrade moves one, these fail before a search does. No Ray session is needed."""
+releases: if an upgrade moves one, these fail before a search does. Only the state API's lookup
+needs a Ray session (the suite's own, on 127.0.0.1)."""
 
 import optuna
 import pytest
@@ -96,3 +97,38 @@ def test_token_auth_is_switched_on_for_this_process_and_its_children():
             os.environ.pop("RAY_AUTH_MODE", None)
         else:
             os.environ["RAY_AUTH_MODE"] = saved
+
+
+def _callback_kinds(trainer_class) -> list[type]:
+    from ray.train import ScalingConfig
+
+    def train(config):
+        pass
+
+    return [type(c) for c in trainer_class(train, scaling_config=ScalingConfig(num_workers=2))._create_default_callbacks()]
+
+
+def test_a_torch_trainer_without_the_placement_group_cleaner_keeps_every_other_default_callback():
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    default = _callback_kinds(TorchTrainer)
+    assert PlacementGroupCleanerCallback in default  # what Ray adds, and the subclass leaves out
+    trainer_class = _adapter.without_placement_group_cleaner(TorchTrainer)
+    assert issubclass(trainer_class, TorchTrainer)
+    assert _callback_kinds(trainer_class) == [kind for kind in default if kind is not PlacementGroupCleanerCallback]
+
+
+def test_the_state_api_reaches_a_session_that_ray_init_started_only_through_ray_address(ray_session, monkeypatch):
+    import os
+
+    address = ray_session.get_runtime_context().gcs_address
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # ray.init's session writes no address file: the lookup finds none, or an earlier `ray start`'s.
+    current = "/tmp/ray/ray_current_cluster"
+    assert not os.path.exists(current) or open(current).read().strip() != address
+    assert not _adapter.state_api_reaches_this_session()
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    assert _adapter.state_api_reaches_this_session()
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # a cluster long gone
+    assert not _adapter.state_api_reaches_this_session()
