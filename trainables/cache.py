@@ -428,10 +428,18 @@ class _Hashing:
 
 
 def _write_array(path: Path, array: np.ndarray) -> str:
-    """Save ``array`` as .npy at ``path`` (fsynced); return the file's sha256 (as _file_hash gives)."""
+    """Save ``array`` as .npy at ``path`` (fsynced); return the file's sha256 (as _file_hash gives).
+
+    The bytes are ``np.save``'s (format 1.0: the header, then the data in C order), but the data
+    goes to the file and the hash from the array's own memory, where ``np.save`` to a file-like
+    object copies it chunk by chunk (tests/trainables/test_cache.py compares the two)."""
+    from numpy.lib import format as npy
+
+    array = np.ascontiguousarray(array)
     with open(path, "wb") as file:
         hashing = _Hashing(file)
-        np.save(hashing, array, allow_pickle=False)
+        npy.write_array_header_1_0(hashing, npy.header_data_from_array_1_0(array))
+        hashing.write(memoryview(array.reshape(-1)).cast("B"))
         file.flush()
         os.fsync(file.fileno())
     return hashing.digest.hexdigest()

@@ -195,14 +195,15 @@ def chunk_images(count: int) -> int:
 
 def _decode_files(root: str, relative: tuple[str, ...], labels: tuple[int, ...], image_size: int) -> Decoded:
     """Decode one chunk of files (runs in a Ray task on any node, or in this process)."""
-    images, kept, skipped = [], [], []
+    # Each image is decoded into its slot of the chunk's array: no per-image array to stack after.
+    images = np.empty((len(relative), 3, image_size, image_size), dtype=np.uint8)
+    kept, skipped = [], []
     for rel, label in zip(relative, labels):
         path = Path(root) / rel
         try:
-            images.append(decode_image(path, image_size))
+            decode_image(path, image_size, out=images[len(kept)])
         except UNREADABLE_IMAGE_ERRORS as error:
             skipped.append(f"{path}: {error}")
             continue
         kept.append(label)
-    array = np.stack(images) if images else np.zeros((0, 3, image_size, image_size), dtype=np.uint8)
-    return Decoded(images=array, labels=np.asarray(kept, dtype=np.int64), skipped=tuple(skipped))
+    return Decoded(images=images[: len(kept)], labels=np.asarray(kept, dtype=np.int64), skipped=tuple(skipped))

@@ -41,12 +41,15 @@ def resized_size(width: int, height: int, image_size: int) -> tuple[int, int]:
     return int(image_size * width / height), image_size
 
 
-def decode_image(path: str | os.PathLike, image_size: int, draft_margin: int = DRAFT_MARGIN) -> np.ndarray:
+def decode_image(
+    path: str | os.PathLike, image_size: int, draft_margin: int = DRAFT_MARGIN, out: np.ndarray | None = None
+) -> np.ndarray:
     """One image file as a (3, S, S) uint8 array: RGB, shorter side resized to S, centre crop.
 
     ``draft_margin``: keep the default (the cache key names it); other values are for measuring
-    it (benchmarks/decode_pixels.py), 0 decodes at full size. Raises OSError/ValueError for an
-    unreadable file (PIL's UnidentifiedImageError is an OSError).
+    it (benchmarks/decode_pixels.py), 0 decodes at full size. ``out``: a (3, S, S) uint8 array to
+    write the pixels into (a slot of a chunk's array: no copy of its own), returned. Raises
+    OSError/ValueError for an unreadable file (PIL's UnidentifiedImageError is an OSError).
     """
     from PIL import Image
 
@@ -65,4 +68,8 @@ def decode_image(path: str | os.PathLike, image_size: int, draft_margin: int = D
         x_scale, y_scale = reduced[0] / new_width, reduced[1] / new_height
         box = (left * x_scale, top * y_scale, (left + image_size) * x_scale, (top + image_size) * y_scale)
         resized = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR, box=box)
-    return np.ascontiguousarray(np.asarray(resized).transpose(2, 0, 1))
+    planes = np.asarray(resized).transpose(2, 0, 1)  # (S, S, 3) as PIL holds it, to (3, S, S)
+    if out is None:
+        return np.ascontiguousarray(planes)
+    out[...] = planes
+    return out

@@ -90,6 +90,24 @@ def _build_slowly(folder: str, cache: str) -> list[str]:
     return lines + [str(int(np.asarray(images.images, dtype=np.int64).sum()))]
 
 
+def test_a_shard_is_written_byte_for_byte_as_numpy_saves_it_and_hashed_as_read_back(tmp_path):
+    import hashlib
+    import io
+
+    from trainables.cache import _file_hash, _write_array
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (7, 3, 16, 16), dtype=np.uint8), np.zeros((0, 3, 8, 8), dtype=np.uint8),
+              np.arange(5, dtype=np.int64), rng.integers(0, 256, (6, 3, 4, 4), dtype=np.uint8)[::2]]  # fmt: skip
+    for number, array in enumerate(arrays):
+        path, saved = tmp_path / f"{number}.npy", io.BytesIO()
+        digest = _write_array(path, array)
+        np.save(saved, array, allow_pickle=False)
+        assert path.read_bytes() == saved.getvalue(), number
+        assert digest == _file_hash(path) == hashlib.sha256(saved.getvalue()).hexdigest()
+        assert np.array_equal(np.load(path), array)
+
+
 def test_two_concurrent_builds_give_one_intact_cache(folder, tmp_path):
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(2, mp_context=context) as pool:

@@ -65,6 +65,13 @@ def test_large_jpegs_are_reduced_on_decode(photos):
     assert difference.max() > 0 and difference.mean() < 1.0
 
 
+def test_decoding_into_a_slot_gives_the_pixels_of_a_decode_of_its_own(photos):
+    chunk = np.zeros((len(photos), 3, 48, 48), dtype=np.uint8)
+    for slot, path in zip(chunk, photos):
+        assert decode_image(path, 48, out=slot) is slot
+    assert np.array_equal(chunk, np.stack([decode_image(path, 48) for path in photos]))
+
+
 def test_without_reduction_the_resize_of_the_crop_is_torchvision_s_to_one_grey_level(tmp_path):
     from PIL import Image
 
