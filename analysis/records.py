@@ -45,6 +45,7 @@ __all__ = [
     "TrialStatus",
     "append_metrics",
     "read_json",
+    "read_json_lines",
     "read_trial",
     "read_trials",
     "trial_dir",
@@ -138,6 +139,18 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (``metrics.jsonl``, Ray's ``result.json``), in order; a line
+    torn by a crash is skipped, and a missing file has none."""
+    records = []
+    for line in Path(path).read_text().splitlines() if Path(path).is_file() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
 def append_metrics(path: Path, metrics: dict[str, Any]) -> None:
     """Append one epoch's line; a line torn by a crash is ignored by ``read_trials``."""
     with open(path, "a") as file:
@@ -168,13 +181,7 @@ def _read_trial(directory: Path) -> TrialRecord | None:
     if not (directory / "config.json").is_file():
         return None
     started = read_json(directory / "config.json")
-    metrics = []
-    if (directory / "metrics.jsonl").is_file():
-        for line in (directory / "metrics.jsonl").read_text().splitlines():
-            try:
-                metrics.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # torn last line after a crash
+    metrics = read_json_lines(directory / "metrics.jsonl")
     status = read_json(directory / "status.json") if (directory / "status.json").is_file() else {}
     return TrialRecord(
         trial_id=directory.name,

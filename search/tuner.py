@@ -12,7 +12,7 @@ from typing import Any
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from analysis.records import RunDir, TrialStatus, read_trials
+from analysis.records import RunDir, TrialStatus, read_json_lines, read_trials
 from analysis.study import frozen_trials, study_directions
 from search import _adapter
 from search.config.settings import Settings
@@ -211,7 +211,7 @@ def restore_snapshot_checkpoints(experiment: Path) -> list[str]:
         trial_path = experiment / trial.get("relative_logdir", trial["trial_id"])
         if not named or (trial_path / named).exists():
             continue
-        reported = [result.get("checkpoint_dir_name") for result in _results(trial_path / "result.json")]
+        reported = [result.get("checkpoint_dir_name") for result in read_json_lines(trial_path / "result.json")]
         newest = next((name for name in reversed(reported) if name and (trial_path / name).is_dir()), None)
         if newest is None:
             continue  # nothing to go on from: Ray's restore fails the trial, as without this
@@ -221,17 +221,6 @@ def restore_snapshot_checkpoints(experiment: Path) -> list[str]:
             f"goes on from its newest checkpoint, {newest}"
         )
     return restored
-
-
-def _results(path: Path) -> list[dict]:
-    """The results Ray's JSON logger appended to ``path``; a line torn by a crash is skipped."""
-    results = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            results.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return results
 
 
 def set_aside_unknown_trials(run_dir: Path, known: set[str]) -> list[str]:
