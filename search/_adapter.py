@@ -24,11 +24,12 @@ upgrade that moves one fails there, not in the middle of a search.
   actor that asks Ray's state API, every second, whether the Train controller still lives, and
   removes the run's placement group once it does not. The state API finds its cluster through
   ``RAY_ADDRESS`` or the address file of the last ``ray start`` (``/tmp/ray/ray_current_cluster``),
-  not through the caller's connection: a session started by ``ray.init`` has neither, and a file
-  left by an earlier ``ray start`` names a cluster long gone, whose GCS each query then waits on
-  for 40 s. The callback's stop, at the end of every Train run, waits out its 12 s timeout for
-  that query; and were the file to name another live cluster on the machine, the cleaner would
-  find no such controller there and remove a live trial's placement group. The default callbacks
+  not through the caller's connection. A session started by ``ray.init`` has neither: the
+  cleaner's first query fails and it checks nothing. A file left by an earlier ``ray start``
+  names a cluster long gone, whose GCS each query then waits on for 40 s, and the callback's
+  stop, at the end of every Train run, waits out its 12 s timeout for that query (measured). Were
+  the file to name another live cluster on the machine, the cleaner would, by its code (not run
+  here), find no such controller there and remove a live trial's placement group. The default callbacks
   are built in the private ``_create_default_callbacks``; ``without_placement_group_cleaner``
   leaves the cleaner out, for a session the state API would not reach
   (``state_api_reaches_this_session``, through Ray's private address lookup).
