@@ -1,6 +1,7 @@
 """Pending trials: TPE with and without its constant liar at W concurrent trials, on many seeds.
 
     python benchmarks/pending_trials.py [--seeds 40] [--workers 8,32] [--trials 150]
+    python benchmarks/pending_trials.py --benchmarks nb201_cifar10 --workers 32 --no-ledger   # + Optuna alone's setting
 
 The engine's 32-worker searches cost 80-120 s each here (benchmarks/search_quality.py), so they
 run on 10 seeds. This script runs TPE alone, as the engine configures it, on many more seeds. It
@@ -10,6 +11,10 @@ trainables/replay.py draws it). When one ends it is told, and the next is asked.
 engine's ledger (``repeats = "avoid"``), a proposal of a configuration already tried or running
 is told its known outcome, or FAIL while it runs, and asked again (search/strategies/searcher.py
 does the same). Hartmann-6, a continuous function, stands for a space with no exact repeats.
+
+``--no-ledger`` adds a third side, as Optuna alone runs (benchmarks/search_quality.py's
+``optuna:tpe``): the constant liar on and no ledger, so a proposed repeat is trained again, as
+a trial of the budget.
 
 It prints the median regret at 50, 100 and 150 trials, in percentage points (NAS-Bench-201) or
 function units (Hartmann-6), for each benchmark, worker count and constant-liar setting.
@@ -82,8 +87,9 @@ def hartmann6():
     return propose, observe, False
 
 
-def search(make, workers: int, seed: int, trials: int, liar: bool) -> np.ndarray:
-    """The regret of the pick (the best value observed) after each trial ended, in the order they ended."""
+def search(make, workers: int, seed: int, trials: int, liar: bool, ledger: bool = True) -> np.ndarray:
+    """The regret of the pick (the best value observed) after each trial ended, in the order they
+    ended. ``ledger``: a proposed repeat is told and asked again (the engine), else trained again."""
     propose, observe, has_repeats = make()
     study = optuna.create_study(direction="maximize", sampler=tpe(seed, trials, liar))
     running: list[tuple[float, int, optuna.Trial, int, float, float]] = []
@@ -95,7 +101,7 @@ def search(make, workers: int, seed: int, trials: int, liar: bool) -> np.ndarray
         for ask in range(MAX_ASKS):
             trial = study.ask()
             key = propose(trial)
-            if not has_repeats or key not in known or ask == MAX_ASKS - 1:
+            if not (has_repeats and ledger) or key not in known or ask == MAX_ASKS - 1:
                 break
             if known[key] is None:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -126,25 +132,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=40)
     parser.add_argument("--workers", default="8,32")
     parser.add_argument("--trials", type=int, default=150)
+    parser.add_argument("--benchmarks", default="nb201_cifar10,nb201_cifar100,nb201_imagenet,hartmann6")
+    parser.add_argument("--no-ledger", action="store_true", help="also the liar on without the ledger (Optuna alone's setting)")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     benchmarks = {f"nb201_{name}": functools.partial(nb201, open_table(f"nb201:{name}")) for name in ("cifar10", "cifar100", "imagenet")}
     benchmarks["hartmann6"] = hartmann6
+    benchmarks = {name: benchmarks[name] for name in args.benchmarks.split(",")}
+    # (constant liar, ledger): the engine's two settings, then Optuna alone's
+    sides = [(True, True), (False, True)] + ([(True, False)] if args.no_ledger else [])
     budgets = [b for b in (50, 100, 150) if b <= args.trials]
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {args.seeds} seeds, "
           f"{args.trials} trials, median regret over seeds", flush=True)  # fmt: skip
     began = time.perf_counter()
     for name, make in benchmarks.items():
         for workers in [int(w) for w in args.workers.split(",")]:
-            row: dict[bool, list[np.ndarray]] = {True: [], False: []}
+            row: dict[tuple[bool, bool], list[np.ndarray]] = {side: [] for side in sides}
             for seed in range(args.seeds):  # one seed at a time, alternating which side goes first
-                for liar in (True, False) if seed % 2 == 0 else (False, True):
-                    row[liar].append(search(make, workers, seed, args.trials, liar))
-            for liar in (True, False):
-                median = np.median(np.stack(row[liar]), axis=0)
+                for liar, ledger in sides if seed % 2 == 0 else sides[::-1]:
+                    row[liar, ledger].append(search(make, workers, seed, args.trials, liar, ledger))
+            for liar, ledger in sides:
+                median = np.median(np.stack(row[liar, ledger]), axis=0)
                 figures = "  ".join(f"@{b} {median[b - 1]:.2f}" for b in budgets)
-                print(f"{name:16} {workers:>3} workers  constant liar {'on ' if liar else 'off'}  {figures}", flush=True)
+                side = f"constant liar {'on ' if liar else 'off'}" + ("" if ledger else ", no ledger")
+                print(f"{name:16} {workers:>3} workers  {side}  {figures}", flush=True)
     print(f"took {time.perf_counter() - began:.0f} s; load average at the end: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
 
