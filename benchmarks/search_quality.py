@@ -407,10 +407,15 @@ def _budget(value: float) -> str:
     return "never" if not np.isfinite(value) else f"{value:g}"
 
 
-def report(results: list[dict], out=print, plots: Path = PLOTS) -> None:
-    by = {}
+def report(results: list[dict], out=print, plots: Path = PLOTS, stored: list[dict] | None = None) -> None:
+    """Print the figures of ``results``; each benchmark's plot is drawn from every cell of it in
+    ``stored`` (default: ``results``), so a run narrowed to a few cells does not replace the plot
+    of the whole run with a plot of those."""
+    by, every = {}, {}
     for r in results:
         by.setdefault((r["benchmark"], r["workers"], r["method"]), []).append(r)
+    for r in results if stored is None else stored:
+        every.setdefault((r["benchmark"], r["workers"], r["method"]), []).append(r)
     for benchmark in [b for b in BENCHMARKS if any(k[0] == b for k in by)]:
         cells = {k: v for k, v in by.items() if k[0] == benchmark}
         trials = max(r["budget"] for v in cells.values() for r in v)
@@ -448,7 +453,8 @@ def report(results: list[dict], out=print, plots: Path = PLOTS) -> None:
                     out(line)
         _against_optuna(cells, benchmark, out)
         _scaling(cells, benchmark, out)
-        _plot(cells, benchmark, trials, plots)
+        plotted = {k: [r for r in v if r["budget"] == trials] for k, v in every.items() if k[0] == benchmark}
+        _plot({k: v for k, v in plotted.items() if v} or cells, benchmark, trials, plots)
 
 
 def _against_optuna(cells: dict, benchmark: str, out) -> None:
@@ -634,7 +640,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         methods = sorted({m for b in benchmarks for m in core_methods(b)})
     workers = [int(w) for w in args.workers.split(",") if w] or None
     results_path = Path(args.results)
-    results = read_results(results_path)
+    # ``stored`` is the results file's list: the cells run below are appended to it, and the plots
+    # show it (never the --before cells).
+    results = stored = read_results(results_path)
     if args.before:
         before = read_results(Path(args.before))
         replaced = {_cell_key(r) for r in before}
@@ -692,7 +700,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f"min {min(loads):.1f}, median {np.median(loads):.1f}, max {max(loads):.1f}")
     chosen = [r for r in results if r["benchmark"] in benchmarks and (workers is None or r["workers"] in workers)
               and (methods is None or r["method"] in methods) and (not args.trials or r["budget"] == args.trials)]
-    report(chosen, plots=Path(args.plots))
+    report(chosen, plots=Path(args.plots), stored=stored)
     _projection(results, out=print)
     return chosen
 
