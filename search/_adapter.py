@@ -38,6 +38,7 @@ upgrade that moves one fails there, not in the middle of a search.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Any, Iterator
 
@@ -136,9 +137,11 @@ def state_api_reaches_this_session() -> bool:
     return internal_kv._internal_kv_get(ray_constants.DASHBOARD_ADDRESS, namespace=ray_constants.KV_NAMESPACE_DASHBOARD) is not None
 
 
+@functools.cache
 def without_placement_group_cleaner(trainer_class: type) -> type:
     """A subclass of the Ray Train trainer ``trainer_class`` that starts no
-    ``PlacementGroupCleanerCallback`` (its other default callbacks as Ray builds them)."""
+    ``PlacementGroupCleanerCallback`` (its other default callbacks as Ray builds them); one per
+    trainer class, however many trials ask."""
     from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
 
     class Trainer(trainer_class):
