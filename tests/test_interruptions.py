@@ -171,13 +171,14 @@ def test_a_checkpoint_deleted_after_rays_last_snapshot_is_put_back_and_the_trial
 
     def snapshot_names_a_checkpoint() -> bool:
         for path in (run_dir / "ray").glob("experiment_state-*.json"):
-            try:
-                ((trial, metadata),) = [[json.loads(part) for part in entry] for entry in json.loads(path.read_text())["trial_data"]]
+            try:  # read once: Ray may write a newer snapshot, naming a checkpoint still there, between two reads
+                text = path.read_text()
+                ((trial, metadata),) = [[json.loads(part) for part in entry] for entry in json.loads(text)["trial_data"]]
             except (json.JSONDecodeError, ValueError, FileNotFoundError):  # being written, or no trial yet
                 return False
             named = metadata["last_result"].get("checkpoint_dir_name")
             if named and len(next(iter(_epochs(run_dir).values()), [])) >= 10:
-                kept.update(path=path, text=path.read_text(), trial=trial["trial_id"], named=named)
+                kept.update(path=path, text=text, trial=trial["trial_id"], named=named)
                 return True
         return False
 
@@ -190,7 +191,7 @@ def test_a_checkpoint_deleted_after_rays_last_snapshot_is_put_back_and_the_trial
     epochs_before = _epochs(run_dir)[kept["trial"]]
 
     output = _finish(_start("resume", str(run_dir), "--no-retrain"))
-    assert f"trial {kept['trial']}: Ray's last snapshot names {kept['named']}, deleted after it" in output
+    assert f"trial {kept['trial']}: Ray's last snapshot names {kept['named']}, deleted after it" in output, output[-4000:]
     (record,) = read_trials(run_dir)
     assert record.status["status"] == "completed" and record.metrics[-1]["epoch"] == 60
     epochs = _epochs(run_dir)[kept["trial"]]
