@@ -33,6 +33,12 @@ upgrade that moves one fails there, not in the middle of a search.
   are built in the private ``_create_default_callbacks``; ``without_placement_group_cleaner``
   leaves the cleaner out, for a session the state API would not reach
   (``state_api_reaches_this_session``, through Ray's private address lookup).
+- Ray Tune snapshots the whole experiment (every trial's state, the pickled searcher with its
+  study) at a period it sets itself when ``TUNE_GLOBAL_CHECKPOINT_S`` is ``auto``: the last
+  snapshot's seconds x 19, but never under 10 s. A fixed 1 s period made the snapshot cost grow
+  with the trial count into most of the driver's time (55% of its samples at 4,600 trials of a
+  10,000-trial search, which had slowed from 15 to 4 trials/s). ``snapshot_period`` keeps Ray's
+  rule with a floor of its own, through the private ``_update_auto_checkpoint_time``.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ __all__ = [
     "replace_stopper",
     "restored_search_alg",
     "single_machine_mode",
+    "snapshot_period",
     "state_api_reaches_this_session",
     "without_placement_group_cleaner",
 ]
@@ -107,6 +114,27 @@ def single_machine_mode() -> Iterator[None]:
             os.environ.pop(SINGLE_MACHINE_ENV, None)
         else:
             os.environ[SINGLE_MACHINE_ENV] = saved_env
+
+
+@contextlib.contextmanager
+def snapshot_period(floor_s: float, share: float) -> Iterator[None]:
+    """Inside the block, Ray Tune's automatic period between experiment snapshots
+    (``TUNE_GLOBAL_CHECKPOINT_S=auto``) is ``max(floor_s, s x (1 - share) / share)``, ``s`` the
+    seconds the last snapshot took: snapshots then take about ``share`` of the driver's time, and
+    come every ``floor_s`` while they are cheap. A fixed period (a number in the variable) stays."""
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    rays_rule = _ExperimentCheckpointManager._update_auto_checkpoint_time
+
+    def update(manager, time_taken: float) -> None:
+        if manager.auto_checkpoint_enabled:
+            manager._checkpoint_period = max(floor_s, time_taken * (1 - share) / share)
+
+    _ExperimentCheckpointManager._update_auto_checkpoint_time = update
+    try:
+        yield
+    finally:
+        _ExperimentCheckpointManager._update_auto_checkpoint_time = rays_rule
 
 
 def enable_token_auth() -> None:

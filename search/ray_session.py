@@ -16,17 +16,18 @@ __all__ = ["check_cluster_fits", "connect", "fitting_trials", "join", "set_ray_e
 
 # Ray Tune's own console tables and TensorBoard logger would duplicate the progress lines and the
 # TensorBoard files this engine writes; per-epoch checkpoints of short trials would trip its
-# snapshot-frequency warning. The experiment state is snapshotted every second (Ray's default is
-# 10 s) so that a driver killed with SIGKILL loses as little as possible. A reused trial actor waits
-# up to 2 s (Ray's default) for the previous trial's thread to end, else the next trial fails with
-# "Trainable runner reuse requires reset_config()": on a loaded machine a stopped trial's thread
-# took longer (seen after a resume, load average 40 on 2 cores), so it waits 60 s. Users may
-# override each.
+# snapshot-frequency warning. Ray's automatic period between experiment snapshots is kept, with a
+# floor of 1 s instead of its 10 s (search/tuner.py: SNAPSHOT_FLOOR_S), so that a driver killed
+# with SIGKILL loses as little as possible while snapshots stay a small share of the driver's time.
+# A reused trial actor waits up to 2 s (Ray's default) for the previous trial's thread to end,
+# else the next trial fails with "Trainable runner reuse requires reset_config()": on a loaded
+# machine a stopped trial's thread took longer (seen after a resume, load average 40 on 2 cores),
+# so it waits 60 s. Users may override each.
 _RAY_ENVIRONMENT = {
     "RAY_AIR_NEW_OUTPUT": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
-    "TUNE_GLOBAL_CHECKPOINT_S": "1",
+    "TUNE_GLOBAL_CHECKPOINT_S": "auto",
     "TUNE_FUNCTION_THREAD_TIMEOUT_S": "60",
 }
 

@@ -48,6 +48,9 @@ __all__ = [
 
 # Ray's experiment folder inside the run directory; an extension adds "<EXPERIMENT>-extend-N".
 EXPERIMENT = "ray"
+# Ray snapshots the experiment every SNAPSHOT_FLOOR_S while a snapshot is cheap, then less often,
+# so that snapshots take about SNAPSHOT_SHARE of the driver's time (Ray's own share; its floor is 10 s).
+SNAPSHOT_FLOOR_S, SNAPSHOT_SHARE = 1.0, 0.05
 
 
 def build_tuner(settings, space, data, recorder, name: str, trials: int, concurrency: int, storage=None):
@@ -108,7 +111,8 @@ def restore_tuner(experiment: Path, settings: Settings, data, run_dir: Path, rec
 def fit(tuner, recorder: RunRecorder) -> None:
     """``tuner.fit()``; then, when the recorder stopped the search (a metric the trainable does not
     report), MetricNotReported with its reason."""
-    tuner.fit()
+    with _adapter.snapshot_period(SNAPSHOT_FLOOR_S, SNAPSHOT_SHARE):
+        tuner.fit()
     if recorder.stopper.reason is not None:
         raise MetricNotReported(f"the search stopped before its budget: {recorder.stopper.reason}")
 
@@ -194,7 +198,7 @@ def restore_snapshot_checkpoints(experiment: Path) -> list[str]:
     """Put back each unfinished trial's checkpoint that Ray's latest snapshot names but that is gone;
     return one line per trial so restored.
 
-    Ray snapshots the experiment about once a second, but keeps only a trial's two newest
+    Ray snapshots the experiment about once a second (less often in a long search), but keeps only a trial's two newest
     checkpoints (``num_to_keep``) and deletes the older ones as new ones arrive. A driver killed
     more than two checkpoints after a snapshot leaves that snapshot naming a deleted checkpoint,
     and Ray's restore then fails the trial ("Could not recover from checkpoint as it does not exist

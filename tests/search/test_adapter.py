@@ -2,6 +2,8 @@
 releases: if an upgrade moves one, these fail before a search does. Only the state API's lookup
 needs a Ray session (the suite's own, on 127.0.0.1)."""
 
+import time
+
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -132,3 +134,40 @@ def test_the_state_api_reaches_a_session_that_ray_init_started_only_through_ray_
     assert _adapter.state_api_reaches_this_session()
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # a cluster long gone
     assert not _adapter.state_api_reaches_this_session()
+
+
+def _snapshot_period(checkpoint_period: str, seconds: float) -> float:
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    manager = _ExperimentCheckpointManager(storage=None, checkpoint_period=checkpoint_period)
+    manager._update_auto_checkpoint_time(seconds)
+    return manager._checkpoint_period
+
+
+def test_the_automatic_snapshot_period_takes_the_floor_inside_the_block_and_rays_rule_outside():
+    assert _snapshot_period("auto", 0.01) == 10.0 and _snapshot_period("auto", 1.0) == pytest.approx(19.0)  # Ray's
+    with _adapter.snapshot_period(1.0, 0.05):
+        assert _snapshot_period("auto", 0.01) == 1.0
+        assert _snapshot_period("auto", 0.2) == pytest.approx(3.8) and _snapshot_period("auto", 1.0) == pytest.approx(19.0)
+        assert _snapshot_period("5", 2.0) == 5.0  # a fixed period stays as set
+    assert _snapshot_period("auto", 0.01) == 10.0
+
+
+def test_a_tuner_inside_the_block_snapshots_its_experiment_every_second_while_snapshots_are_cheap(ray_session, tmp_path, monkeypatch):
+    """Ray's own rule would snapshot at the first step, then not for 10 s."""
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "auto")
+    seen: set[int] = set()
+
+    class Snapshots(tune.Callback):
+        def on_step_end(self, iteration, trials, **info):
+            seen.update(path.stat().st_mtime_ns for path in (tmp_path / "pin").glob("experiment_state-*.json"))
+
+    def trainable(config):
+        for step in range(60):
+            time.sleep(0.1)
+            tune.report({"step": step})
+
+    tuner = tune.Tuner(trainable, run_config=tune.RunConfig(name="pin", storage_path=str(tmp_path), callbacks=[Snapshots()]))
+    with _adapter.snapshot_period(1.0, 0.05):
+        tuner.fit()
+    assert len(seen) >= 3, seen  # about 6 in 6 s; Ray's rule gives 1
