@@ -20,6 +20,7 @@ Printed per size, sampler and engine: trials/s over the trial phase (first start
 the idle share (1 - busy slot-seconds / (concurrency x seconds) between the first and the last
 trial start, while some trial was still pending), min/median/max over the repetitions, and the
 load average beside them; then the per-trial cost at the largest size over that at the smallest.
+For a run of 2,000 trials or more, its trials/s over each successive 1,000 trial ends as well.
 Targets (issue 20): >= 20 trials/s, idle share < 10%, per-trial cost at 10,000 within 1.2x of 1,000.
 """
 
@@ -146,6 +147,13 @@ def measure(intervals: list[tuple[float, float]], concurrency: int) -> tuple[flo
     return len(intervals) / (end - first), idle
 
 
+def by_thousand(intervals: list[tuple[float, float]]) -> list[float]:
+    """Trials/s over each successive 1,000 trial ends: flat if the engine's cost per trial does not
+    grow with the trials it has run."""
+    ends = sorted(end for _, end in intervals)
+    return [1000 / (ends[i + 1000] - ends[i]) for i in range(0, len(ends) - 1000, 1000) if ends[i + 1000] > ends[i]]
+
+
 def spread(values: list[float], digits: str) -> str:
     return "/".join(format(v, digits) for v in (min(values), statistics.median(values), max(values)))
 
@@ -188,6 +196,8 @@ def main() -> None:
                         results.setdefault((trials, sampler, engine), []).append(figures)
                         print(f"  {run}: {figures[0]:6.2f} trials/s, idle {100 * figures[1]:5.1f}% "
                               f"(load {loads[-1]:.1f})", flush=True)  # fmt: skip
+                        if trials >= 2000:
+                            print("    trials/s by 1,000 ends:", " ".join(f"{r:.1f}" for r in by_thousand(intervals)), flush=True)
     print(f"\n{args.concurrency} concurrent trials of {args.epochs} x {args.epoch_s * 1000:.0f} ms, ASHA; "
           f"{args.repeats} repetition(s), min/median/max; load average (1 min) before the runs "
           f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs")  # fmt: skip
