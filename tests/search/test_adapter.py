@@ -154,7 +154,8 @@ def test_the_automatic_snapshot_period_takes_the_floor_inside_the_block_and_rays
 
 
 def test_a_tuner_inside_the_block_snapshots_its_experiment_every_second_while_snapshots_are_cheap(ray_session, tmp_path, monkeypatch):
-    """Ray's own rule would snapshot at the first step, then not for 10 s."""
+    """Ray's own rule would snapshot at the first step, then not for 10 s; 8 s of reports leave room
+    for snapshots of up to 0.14 s each (a period of up to 2.6 s) on a loaded machine."""
     monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "auto")
     seen: set[int] = set()
 
@@ -163,11 +164,11 @@ def test_a_tuner_inside_the_block_snapshots_its_experiment_every_second_while_sn
             seen.update(path.stat().st_mtime_ns for path in (tmp_path / "pin").glob("experiment_state-*.json"))
 
     def trainable(config):
-        for step in range(60):
+        for step in range(80):
             time.sleep(0.1)
             tune.report({"step": step})
 
     tuner = tune.Tuner(trainable, run_config=tune.RunConfig(name="pin", storage_path=str(tmp_path), callbacks=[Snapshots()]))
     with _adapter.snapshot_period(1.0, 0.05):
         tuner.fit()
-    assert len(seen) >= 3, seen  # about 6 in 6 s; Ray's rule gives 1
+    assert len(seen) >= 3, seen  # about 8 in 8 s; Ray's rule gives 1
