@@ -411,10 +411,11 @@ def report(results: list[dict], out=print, plots: Path = PLOTS, stored: list[dic
     """Print the figures of ``results``; each benchmark's plot is drawn from every cell of it in
     ``stored`` (default: ``results``), so a run narrowed to a few cells does not replace the plot
     of the whole run with a plot of those."""
-    by, every = {}, {}
+    by = {}
     for r in results:
         by.setdefault((r["benchmark"], r["workers"], r["method"]), []).append(r)
-    for r in results if stored is None else stored:
+    every = by if stored is None else {}
+    for r in stored or []:
         every.setdefault((r["benchmark"], r["workers"], r["method"]), []).append(r)
     for benchmark in [b for b in BENCHMARKS if any(k[0] == b for k in by)]:
         cells = {k: v for k, v in by.items() if k[0] == benchmark}

@@ -198,10 +198,10 @@ def restore_snapshot_checkpoints(experiment: Path) -> list[str]:
     """Put back each unfinished trial's checkpoint that Ray's latest snapshot names but that is gone;
     return one line per trial so restored.
 
-    Ray snapshots the experiment about once a second (less often in a long search), but keeps only a trial's two newest
-    checkpoints (``num_to_keep``) and deletes the older ones as new ones arrive. A driver killed
-    more than two checkpoints after a snapshot leaves that snapshot naming a deleted checkpoint,
-    and Ray's restore then fails the trial ("Could not recover from checkpoint as it does not exist
+    Ray snapshots the experiment about once a second (less often in a long search), but keeps
+    only a trial's two newest checkpoints (``num_to_keep``) and deletes the older ones as new ones
+    arrive. A driver killed more than two checkpoints after a snapshot leaves that snapshot naming
+    a deleted checkpoint, and Ray's restore then fails the trial ("Could not recover from checkpoint as it does not exist
     on storage anymore") on every retry. The trial's newest complete checkpoint (the last one its
     ``result.json`` names: Ray logs a result only once its checkpoint is on storage) is copied
     under the missing name. A trainable's state carries its epoch, so the trial goes on from there,
