@@ -111,7 +111,9 @@ def restore_tuner(experiment: Path, settings: Settings, data, run_dir: Path, rec
 def fit(tuner, recorder: RunRecorder) -> None:
     """``tuner.fit()``; then, when the recorder stopped the search (a metric the trainable does not
     report), MetricNotReported with its reason."""
-    with _adapter.snapshot_period(SNAPSHOT_FLOOR_S, SNAPSHOT_SHARE):
+    settings = recorder.settings
+    room = fitting_trials(settings)  # trial actors the cluster has room for at once
+    with _adapter.snapshot_period(SNAPSHOT_FLOOR_S, SNAPSHOT_SHARE), _adapter.trial_actor_pool(min(settings.concurrency or room, room)):
         tuner.fit()
     if recorder.stopper.reason is not None:
         raise MetricNotReported(f"the search stopped before its budget: {recorder.stopper.reason}")

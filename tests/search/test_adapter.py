@@ -2,6 +2,7 @@
 releases: if an upgrade moves one, these fail before a search does. Only the state API's lookup
 needs a Ray session (the suite's own, on 127.0.0.1)."""
 
+import os
 import time
 
 import optuna
@@ -172,3 +173,37 @@ def test_a_tuner_inside_the_block_snapshots_its_experiment_every_second_while_sn
     with _adapter.snapshot_period(1.0, 0.05):
         tuner.fit()
     assert len(seen) >= 3, seen  # about 8 in 8 s; Ray's rule gives 1
+
+
+def _trial_pids(tmp_path, name: str, slots: int, trials: int) -> list[int]:
+    """The worker process of each of ``trials`` short trials, ``slots`` at once behind a
+    ConcurrencyLimiter (as the engine runs them), each slot a share of the session's 2 CPUs."""
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    def trainable(config):
+        time.sleep(0.05)
+        tune.report({"pid": os.getpid()})
+
+    space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    searcher = OptunaSearch(space=space, metric="pid", mode="max", sampler=optuna.samplers.RandomSampler(seed=0))
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 2 / slots}),
+        tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=slots), num_samples=trials, reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=str(tmp_path), verbose=0),
+    )
+    return [result.metrics["pid"] for result in tuner.fit()]
+
+
+def test_inside_the_pool_every_trial_runs_in_one_of_as_many_actors_as_there_are_slots(ray_session, tmp_path):
+    """Each of the first 4 trials waits for its own actor, and every later trial takes a finished
+    one's: 4 worker processes in all. Ray's own rules stop most finished trials' actors, and let a
+    trial take a cached actor and cancel its own start: 2 processes ran these 48 trials (measured
+    without the block), and 2-4 the trials of a 600-trial run."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    rays_init, rays_reuse = TuneController.__init__, TuneController._maybe_reuse_cached_actor
+    with _adapter.trial_actor_pool(4):
+        pids = _trial_pids(tmp_path, "pool", slots=4, trials=48)
+    assert len(pids) == 48 and len(set(pids)) == 4, sorted(set(pids))
+    assert (TuneController.__init__, TuneController._maybe_reuse_cached_actor) == (rays_init, rays_reuse)
