@@ -82,6 +82,7 @@ def write_report(run_dir: Path, storage: str | None = None, top: int = 10) -> Pa
         "",
         "Importances of the scored parameters sum to 1; a parameter some trials lack (conditional) "
         "is listed with no importance and the reason. With few trials these numbers are noisy.",
+        *_sampled(importance),
         "",
         "## Optuna study",
         "",
@@ -188,3 +189,11 @@ def markdown_table(table: pd.DataFrame) -> str:
     rule = "| " + " | ".join("---" for _ in table.columns) + " |"
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join([header, rule, *body])
+
+
+def _sampled(importance) -> list[str]:
+    """A line saying fANOVA was fitted to a sample of the scored trials, when it was."""
+    fitted, scored = importance.attrs.get("fitted", 0), importance.attrs.get("scored", 0)
+    if not 0 < fitted < scored:
+        return []
+    return [f"fANOVA was fitted to a seeded sample of {fitted:,} of the {scored:,} scored trials (analysis/study.py: FANOVA_TRIALS)."]

@@ -45,6 +45,10 @@ __all__ = [
 ]
 
 IMPORTANCE_COLUMNS = ("parameter", "importance", "trials_with_parameter", "reason")
+# fANOVA fits at most this many scored trials, a seeded sample when there are more: its forest
+# costs about 10 s per 1,000 trials here and grows faster than the trials, and a sample of 1,000
+# of 4,000 moved no importance by more than 0.001 (measured on a two-parameter table).
+FANOVA_TRIALS = 1000
 
 
 def frozen_trials(run_dir: Path) -> tuple[list[Any], dict[str, Any]]:
@@ -241,7 +245,7 @@ def _objective_names(settings: dict) -> list[str]:
     return [settings["metric"], *objectives_of(settings)]
 
 
-def parameter_importance(run_dir: Path, seed: int = 0, objective: str | None = None) -> pd.DataFrame:
+def parameter_importance(run_dir: Path, seed: int = 0, objective: str | None = None, most: int = FANOVA_TRIALS) -> pd.DataFrame:
     """fANOVA importance of every searched parameter for the run's metric; one row per parameter.
 
     ``objective`` names another objective of a multi-objective run (e.g. "params") to score
@@ -252,7 +256,12 @@ def parameter_importance(run_dir: Path, seed: int = 0, objective: str | None = N
     parameter in every trial, so it scores the parameters present in all scored trials; their
     importances sum to 1. A conditional parameter (``momentum`` only for sgd and rmsprop) is still
     listed, with importance NaN and the reason, and so is any parameter that could not be scored.
+
+    The forest is fitted to at most ``most`` scored trials: beyond that, a sample drawn with
+    ``seed``. The table's ``attrs`` say how many it was fitted to (``fitted``), of how many scored.
     """
+    import random
+
     import optuna
     from optuna.importance import FanovaImportanceEvaluator
     from optuna.trial import TrialState
@@ -277,7 +286,8 @@ def parameter_importance(run_dir: Path, seed: int = 0, objective: str | None = N
         why = f"all {len(scored)} scored trials have the same {objective}: no variance to attribute"
     else:
         study = optuna.create_study(directions=study_directions(settings))
-        study.add_trials(scored)
+        fitted = scored if len(scored) <= most else random.Random(seed).sample(scored, most)
+        study.add_trials(fitted)
         try:
             importances = optuna.importance.get_param_importances(
                 study,
@@ -311,7 +321,9 @@ def parameter_importance(run_dir: Path, seed: int = 0, objective: str | None = N
         for name in every
     ]
     table = pd.DataFrame(rows, columns=list(IMPORTANCE_COLUMNS))
-    return table.sort_values(["importance", "parameter"], ascending=[False, True], na_position="last").reset_index(drop=True)
+    table = table.sort_values(["importance", "parameter"], ascending=[False, True], na_position="last").reset_index(drop=True)
+    table.attrs["fitted"], table.attrs["scored"] = (0 if why else len(fitted)), len(scored)
+    return table
 
 
 def write_importance(run_dir: Path, objective: str | None = None) -> tuple[pd.DataFrame, Path]:

@@ -106,6 +106,16 @@ def test_importance_names_every_parameter_and_says_why_one_is_unscored(run_dir):
     assert table.loc["momentum", "trials_with_parameter"] == 2
 
 
+def test_importance_beyond_its_trial_cap_is_fitted_to_a_seeded_sample_and_says_so(run_dir):
+    whole = parameter_importance(run_dir)
+    assert (whole.attrs["fitted"], whole.attrs["scored"]) == (4, 4)
+    sample = parameter_importance(run_dir, most=3)
+    assert (sample.attrs["fitted"], sample.attrs["scored"]) == (3, 4)
+    assert sample["importance"].dropna().sum() == pytest.approx(1.0)
+    assert sample.equals(parameter_importance(run_dir, most=3))  # the same sample each time
+    assert sample.loc[sample["parameter"] == "momentum", "trials_with_parameter"].item() == 2  # counts every scored trial
+
+
 def test_importance_of_trials_that_all_scored_the_same_is_unscored_with_the_reason(tmp_path):
     write_json(tmp_path / "settings.json", {"metric": "val_acc", "mode": "max", "name": "flat"})
     (tmp_path / "space.py").write_text(SPACE)
