@@ -24,7 +24,7 @@ def asha(settings, space):
     """Asynchronous successive halving, the default: stops poor trials at rungs; best for many trials."""
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(
+    return _in_order(ASHAScheduler)(
         time_attr="epoch",
         metric=settings.metric,
         mode=settings.mode,
@@ -39,7 +39,7 @@ def fifo(settings, space):
     """No early stopping: every trial trains max_epochs. A baseline, or for one-report trainables."""
     from ray.tune.schedulers import FIFOScheduler
 
-    return FIFOScheduler()
+    return _in_order(FIFOScheduler)()
 
 
 @SCHEDULERS.register("hyperband", settings=("max_epochs", "reduction_factor"), stops="HyperBand")
@@ -61,13 +61,44 @@ def median(settings, space):
     """Median stopping: ends a trial whose best result is below the median of others' at that epoch."""
     from ray.tune.schedulers import MedianStoppingRule
 
-    return MedianStoppingRule(
+    return _in_order(MedianStoppingRule)(
         time_attr="epoch",
         metric=settings.metric,
         mode=settings.mode,
         grace_period=settings.grace_period_epochs,
         min_samples_required=3,
     )
+
+
+def _in_order(scheduler_class: type) -> type:
+    """``scheduler_class`` (Ray's FIFOScheduler or one that inherits its choice) choosing the next
+    trial to run as Ray's does, the first PENDING trial in the controller's list, else the first
+    PAUSED one, but without scanning the trials that have ended at the head of that list: Ray's
+    scan of every trial at every step took a quarter of the driver's time at 7,500 trials of a
+    10,000-trial search of short trials. A TERMINATED trial never runs again, and the list only
+    grows; a list that is not the one last seen (a restored run's) is scanned from its start."""
+    from ray.tune.experiment import Trial
+
+    class InOrder(scheduler_class):
+        _ended, _last_ended = 0, None  # how many trials at the head of the list have ended; the last of them
+
+        def choose_trial_to_run(self, tune_controller):
+            trials = tune_controller.get_trials()
+            start = self._ended
+            if start > len(trials) or (start and trials[start - 1] is not self._last_ended):
+                start = 0
+            while start < len(trials) and trials[start].status == Trial.TERMINATED:
+                start += 1
+            self._ended, self._last_ended = start, (trials[start - 1] if start else None)
+            waiting = trials[start:]
+            for status in (Trial.PENDING, Trial.PAUSED):
+                chosen = next((trial for trial in waiting if trial.status == status), None)
+                if chosen is not None:
+                    return chosen
+            return None
+
+    InOrder.__name__ = scheduler_class.__name__
+    return InOrder
 
 
 def _check_pbt(settings, space) -> None:

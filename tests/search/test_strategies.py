@@ -201,3 +201,39 @@ def test_fit_classifier_replays_a_pbt_schedule(digits_16):
     )  # fmt: skip
     assert lrs == pytest.approx([0.01, 0.01, 0.005])
     assert [m.p for m in model.net.modules() if isinstance(m, torch.nn.Dropout)] == [0.3]
+
+
+@pytest.mark.parametrize("name", ["asha", "fifo", "median"])
+def test_a_scheduler_picks_the_trial_to_run_as_rays_fifo_scan_does_without_rescanning_ended_trials(name):
+    """Against Ray's own FIFOScheduler scan of the whole list, at every step of a seeded history:
+    trials join at the end, run, pause, resume and end; then a restored run's new list."""
+    import random
+
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import FIFOScheduler
+
+    class Controller:  # what a scheduler reads of Ray's TuneController: its list of trials
+        def __init__(self):
+            self.trials: list = []
+
+        def get_trials(self):
+            return self.trials
+
+    ours, rays = SCHEDULERS[name].build(Settings(scheduler=name), SCRATCH), FIFOScheduler()
+    assert type(ours).__name__ == type(ours).__mro__[1].__name__  # named as Ray's class it extends
+    rng, controller, steps = random.Random(0), Controller(), 0
+    for _ in range(400):
+        live = [t for t in controller.trials if t.status != Trial.TERMINATED]
+        move = rng.random()
+        if move < 0.3 or not live:
+            controller.trials.append(Trial("trainable", stub=True))
+        else:
+            trial = rng.choice(live)
+            trial.set_status({Trial.PENDING: Trial.RUNNING, Trial.PAUSED: Trial.PENDING}.get(trial.status, rng.choice([Trial.TERMINATED, Trial.PAUSED])))
+        assert ours.choose_trial_to_run(controller) is rays.choose_trial_to_run(controller)
+        steps += ours._ended > 0
+    assert steps > 100 and ours._ended > 10  # the skipped head was in use, and grew
+    restored = Controller()
+    restored.trials = [Trial("trainable", stub=True) for _ in range(3)]
+    restored.trials[0].set_status(Trial.TERMINATED)
+    assert ours.choose_trial_to_run(restored) is restored.trials[1]
