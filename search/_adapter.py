@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 from typing import Any, Iterator
 
 from ray._private import ray_constants
@@ -147,12 +148,14 @@ def snapshot_period(floor_s: float, share: float) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def trial_actor_pool(capacity: int) -> Iterator[None]:
+def trial_actor_pool(capacity: int, wait_s: float = 10.0) -> Iterator[None]:
     """Inside the block, a Ray Tune controller with ``reuse_actors`` keeps a finished trial's actor
     for the next trial while its trial actors, live and cached, number at most ``capacity`` (the
     trial actors the cluster has room for at once); and a trial whose own new actor is starting
-    waits for it, within that capacity, rather than take a cached one and cancel its own. Beyond
-    the capacity (more trials asked to run at once than fit), Ray's own rules apply."""
+    waits for it, within that capacity and for at most ``wait_s``, rather than take a cached one
+    and cancel its own. Beyond the capacity (more trials asked to run at once than fit), or once a
+    start has waited ``wait_s`` (a node lost: its trials' new actors may never be placed while
+    cached actors hold the other nodes' slots), Ray's own rules apply."""
     from ray.tune.execution.tune_controller import TuneController
     from ray.tune.utils.object_cache import _ObjectCache
 
@@ -178,16 +181,21 @@ def trial_actor_pool(capacity: int) -> Iterator[None]:
                 yield from super().flush_cached_objects(force_all=force_all)
 
     rays_init, rays_reuse = TuneController.__init__, TuneController._maybe_reuse_cached_actor
+    waiting_since: dict[Any, float] = {}  # a starting actor -> when its trial first let a cached one go
 
     def init(controller, *args, **kwargs) -> None:
         rays_init(controller, *args, **kwargs)
         controller._actor_cache = Pool(controller)
 
     def reuse(controller, trial) -> bool:
+        for started in [actor for actor in waiting_since if actor in controller._started_actors]:
+            del waiting_since[started]
         own = controller._trial_to_actor.get(trial)
         starting = own is not None and own not in controller._started_actors
         if starting and trial not in controller._resetting_trials and controller._actor_cache.spare() >= 0:
-            return False
+            if time.monotonic() - waiting_since.setdefault(own, time.monotonic()) < wait_s:
+                return False
+        waiting_since.pop(own, None)
         return rays_reuse(controller, trial)
 
     TuneController.__init__, TuneController._maybe_reuse_cached_actor = init, reuse
