@@ -46,7 +46,10 @@ upgrade that moves one fails there, not in the middle of a search.
   whose own new actor was still starting took the one cached actor and cancelled its own, so the
   oldest starts never finished. Measured on 8 slots of 3 x 50 ms trials: 3-5 live trial actors,
   a new worker process every 15 trials. ``trial_actor_pool`` keeps the actors the cluster has room
-  for, through the controller's private ``_actor_cache`` and ``_maybe_reuse_cached_actor``.
+  for (a start waits for its own actor at most 10 s, then Ray's rule applies), through the
+  controller's private ``_actor_cache`` (an ``_ObjectCache`` subclass that fills its private
+  lists), ``_maybe_reuse_cached_actor``, ``_trial_to_actor``, ``_started_actors`` and
+  ``_resetting_trials``.
 """
 
 from __future__ import annotations
