@@ -73,6 +73,7 @@ from analysis.baseline import fit_baselines, format_baselines, strongest
 from analysis.batches import batched_probabilities
 from analysis.ensemble import ensemble_table, format_ensemble
 from analysis.evaluate import confusion_table, mean_std, probability_metrics
+from analysis.events import EventFile
 from analysis.final_data import FinalData, load_final_data
 from analysis.leaderboard import build_leaderboard
 from analysis.plots import plot_confusion
@@ -249,12 +250,10 @@ def _train_and_test(
     directory: Path, trial_id: str, rank: int, trainable: Trainable, config: dict, epochs: int, data: FinalData, settings: dict, tta: bool, lrs: list[float],
     replay: list[tuple[int, dict]] = (),
 ) -> dict:
-    from torch.utils.tensorboard import SummaryWriter  # imports torch: only when a model is trained
-
     if directory.exists():
         shutil.rmtree(directory)  # --force, or a model from another config: start clean
     directory.mkdir(parents=True)
-    writer = SummaryWriter(log_dir=str(directory))
+    events = EventFile(directory)
     built = {
         "trial_id": trial_id,
         "trainable": trainable.name,
@@ -271,7 +270,7 @@ def _train_and_test(
 
     def report(metrics: dict) -> None:
         for key in ("train_loss", "train_acc", "lr"):
-            writer.add_scalar(key, metrics[key], global_step=metrics["epoch"])
+            events.scalar(key, metrics[key], step=metrics["epoch"])
 
     fit = trainable.resolve("fit")
     began = time.perf_counter()
@@ -308,13 +307,9 @@ def _train_and_test(
     plot_confusion(confusion, data.classes, directory / "confusion.png", f"trial {trial_id}, seed {config['seed']}: test")
     logged = [key for key in (*SUMMARY_METRICS, *TTA_METRICS) if key in metrics]
     for key in logged:
-        writer.add_scalar(key, metrics[key], global_step=epochs)
-    from torch.utils.tensorboard.summary import hparams  # torch, as SummaryWriter above
-
-    values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in config.items()}
-    for entry in hparams(values | {"retrained": "yes"}, {k: metrics[k] for k in logged}):
-        writer.file_writer.add_summary(entry)
-    writer.close()
+        events.scalar(key, metrics[key], step=epochs)
+    events.hparams(config | {"retrained": "yes"}, {k: metrics[k] for k in logged})
+    events.close()
     write_json(directory / "metrics.json", metrics)
     return metrics
 

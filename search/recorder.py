@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from ray import tune
 
+from analysis.events import EventFile
 from analysis.leaderboard import best_epoch
 from analysis.records import RunDir, TrialStatus, append_metrics, read_trial, trial_dir, write_json
 from analysis.study import LiveStudy
@@ -38,7 +39,7 @@ class RunRecorder(tune.Callback):
         self.defaults = trial_defaults(settings, threads=max(1, int(settings.cpus_per_trial)))
         self.started = time.monotonic()
         self.last_print = 0.0
-        self.writers: dict[str, Any] = {}
+        self.events: dict[str, EventFile] = {}  # TensorBoard's file of each running trial
         self.best = BestSoFar(settings.mode)
         self.finished: dict[str, str] = {}
         self.started_at: dict[str, str] = {}
@@ -57,7 +58,7 @@ class RunRecorder(tune.Callback):
         # belong to this process and need not pickle: once a worker's log line is shown, Ray's driver
         # swaps builtins.print for tqdm_ray's safe_print, and the original print (a default ``out``)
         # then no longer pickles by reference. A second search in the same process failed on that.
-        return self.__dict__ | {"out": None, "progress": None, "writers": {}, "live_study": None}
+        return self.__dict__ | {"out": None, "progress": None, "events": {}, "live_study": None}
 
     def on_trial_start(self, iteration, trials, trial, **info):
         directory = trial_dir(self.run_dir, trial.trial_id)
@@ -77,12 +78,12 @@ class RunRecorder(tune.Callback):
             return
         metrics = recorded_metrics(result) | {"recorded_at": time.time()}
         append_metrics(trial_dir(self.run_dir, trial.trial_id) / "metrics.jsonl", metrics)
-        writer = self._writer(trial.trial_id)
+        events = self._events(trial.trial_id)
         for key, value in metrics.items():
             if key.startswith(("train_", "val_")) or key in ("lr", "images_per_s"):
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    writer.add_scalar(key, value, global_step=metrics["epoch"])
-        writer.flush()
+                    events.scalar(key, value, step=metrics["epoch"])
+        events.flush()
         value = result.get(self.settings.metric)
         if value is not None:
             self.best.offer(value, trial.trial_id, metrics["epoch"])
@@ -168,8 +169,8 @@ class RunRecorder(tune.Callback):
                     error = final.read_text().strip() if final.exists() else f"ended when the search stopped: {self.stopper.reason}"
                     self._finish(trial, "error", error[:300])
         self._feed_live_study(everything=True)
-        for writer in self.writers.values():
-            writer.close()
+        for events in self.events.values():
+            events.close()
         self.progress.close()
 
     def _finish(self, trial, status: str, error: str) -> None:
@@ -179,10 +180,12 @@ class RunRecorder(tune.Callback):
         self._feed_live_study()
         if trial.trial_id in self.replayed:
             return
-        writer = self._writer(trial.trial_id)
-        _write_hparams(writer, trial.config, self._best_of(trial))
-        writer.close()
-        self.writers.pop(trial.trial_id, None)
+        events, best = self._events(trial.trial_id), self._best_of(trial)
+        events.hparams(trial.config, best)
+        for key, value in best.items():
+            events.scalar(key, value)
+        events.close()
+        self.events.pop(trial.trial_id, None)
 
     def _feed_live_study(self, everything: bool = False) -> None:
         """RUN_DIR/study.db gets the ended trials, for optuna-dashboard, within LIVE_STUDY_SHARE of
@@ -241,12 +244,10 @@ class RunRecorder(tune.Callback):
             self.started_at[trial.trial_id] = recorded or dt.datetime.now(dt.timezone.utc).isoformat()
         return self.started_at[trial.trial_id]
 
-    def _writer(self, trial_id: str):
-        if trial_id not in self.writers:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writers[trial_id] = SummaryWriter(log_dir=str(trial_dir(self.run_dir, trial_id)))
-        return self.writers[trial_id]
+    def _events(self, trial_id: str) -> EventFile:
+        if trial_id not in self.events:
+            self.events[trial_id] = EventFile(trial_dir(self.run_dir, trial_id))
+        return self.events[trial_id]
 
     def _progress(self, trials, force: bool = False) -> None:
         # search.progress decides when to show: a bar on a terminal, else a line every every_s
@@ -304,17 +305,6 @@ def recorded_metrics(result: dict) -> dict:
         for k, v in result.items()
         if k not in _RAY_RESULT_KEYS and not k.startswith("_") and isinstance(v, (bool, int, float, str))
     }
-
-
-def _write_hparams(writer, params: dict, metrics: dict[str, float]) -> None:
-    from torch.utils.tensorboard.summary import hparams
-
-    values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in params.items()}
-    for summary in hparams(values, metrics):
-        writer.file_writer.add_summary(summary)
-    for key, value in metrics.items():
-        writer.add_scalar(key, value)
-    writer.flush()
 
 
 def clock(seconds: float) -> str:
