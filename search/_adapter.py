@@ -50,6 +50,12 @@ upgrade that moves one fails there, not in the middle of a search.
   controller's private ``_actor_cache`` (an ``_ObjectCache`` subclass that fills its private
   lists), ``_maybe_reuse_cached_actor``, ``_trial_to_actor``, ``_started_actors`` and
   ``_resetting_trials``.
+- Ray Tune looks the trainable up in its registry, a round trip to the GCS's key-value store
+  each time, three times for every trial it creates (Trial's validation, then its resources:
+  ``_Registry.contains`` twice and ``_Registry.get`` once). On 6,000 short trials those lookups
+  took 7.7% of the driver's samples. ``trainable_lookups_kept``
+  answers them from the driver's memory after the first, through the private registry class's
+  ``contains`` and ``get``.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ __all__ = [
     "single_machine_mode",
     "snapshot_period",
     "state_api_reaches_this_session",
+    "trainable_lookups_kept",
     "trial_actor_pool",
     "without_placement_group_cleaner",
 ]
@@ -206,6 +213,39 @@ def trial_actor_pool(capacity: int, wait_s: float = 10.0) -> Iterator[None]:
         yield
     finally:
         TuneController.__init__, TuneController._maybe_reuse_cached_actor = rays_init, rays_reuse
+
+
+@contextlib.contextmanager
+def trainable_lookups_kept() -> Iterator[None]:
+    """Inside the block, Ray Tune's registry answers a lookup of a trainable it has found once
+    (``contains``: registered; ``get``: the class it got the first time) without asking the GCS. Every
+    other category, and a trainable not found, go to the GCS as before. The engine registers its
+    trainable before ``fit()``; one registered again inside the block would not be seen."""
+    from ray.tune.registry import TRAINABLE_CLASS, _Registry
+
+    rays_contains, rays_get = _Registry.contains, _Registry.get
+    found: set[tuple[str, str]] = set()
+    classes: dict[tuple[str, str], Any] = {}
+
+    def contains(registry, category, key) -> bool:
+        if category != TRAINABLE_CLASS:
+            return rays_contains(registry, category, key)
+        if (registry.prefix, key) not in found and rays_contains(registry, category, key):
+            found.add((registry.prefix, key))
+        return (registry.prefix, key) in found
+
+    def get(registry, category, key) -> Any:
+        if category != TRAINABLE_CLASS:
+            return rays_get(registry, category, key)
+        if (registry.prefix, key) not in classes:
+            classes[(registry.prefix, key)] = rays_get(registry, category, key)
+        return classes[(registry.prefix, key)]
+
+    _Registry.contains, _Registry.get = contains, get
+    try:
+        yield
+    finally:
+        _Registry.contains, _Registry.get = rays_contains, rays_get
 
 
 def enable_token_auth() -> None:

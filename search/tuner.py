@@ -113,7 +113,11 @@ def fit(tuner, recorder: RunRecorder) -> None:
     report), MetricNotReported with its reason."""
     settings = recorder.settings
     room = fitting_trials(settings)  # trial actors the cluster has room for at once
-    with _adapter.snapshot_period(SNAPSHOT_FLOOR_S, SNAPSHOT_SHARE), _adapter.trial_actor_pool(min(settings.concurrency or room, room)):
+    with (
+        _adapter.snapshot_period(SNAPSHOT_FLOOR_S, SNAPSHOT_SHARE),
+        _adapter.trial_actor_pool(min(settings.concurrency or room, room)),
+        _adapter.trainable_lookups_kept(),
+    ):
         tuner.fit()
     if recorder.stopper.reason is not None:
         raise MetricNotReported(f"the search stopped before its budget: {recorder.stopper.reason}")

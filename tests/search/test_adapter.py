@@ -207,3 +207,33 @@ def test_inside_the_pool_every_trial_runs_in_one_of_as_many_actors_as_there_are_
         pids = _trial_pids(tmp_path, "pool", slots=4, trials=48)
     assert len(pids) == 48 and len(set(pids)) == 4, sorted(set(pids))
     assert (TuneController.__init__, TuneController._maybe_reuse_cached_actor) == (rays_init, rays_reuse)
+
+
+def _scaled(config):
+    return {"score": config["x"] * 2}
+
+
+def test_inside_the_block_a_trainable_is_fetched_from_the_gcs_once_and_outside_every_time(ray_session, monkeypatch):
+    from ray.tune import registry
+
+    tune.register_trainable("adapter_lookup_probe", _scaled)
+    fetched = []
+    rays_kv_get = registry._internal_kv_get
+
+    def counted(key, *args, **kwargs):
+        fetched.append(key)
+        return rays_kv_get(key, *args, **kwargs)
+
+    monkeypatch.setattr(registry, "_internal_kv_get", counted)
+    outside = [registry.get_trainable_cls("adapter_lookup_probe") for _ in range(3)]
+    assert len(fetched) == 6  # Ray's own: contains and get, each a round trip to the GCS, at every lookup
+    fetched.clear()
+    with _adapter.trainable_lookups_kept():
+        inside = [registry.get_trainable_cls("adapter_lookup_probe") for _ in range(3)]
+        assert len(fetched) == 2 and all(c is outside[0] for c in inside)
+        with pytest.raises(tune.TuneError, match="Unknown trainable"):
+            registry.get_trainable_cls("adapter_lookup_never_registered")
+        assert len(fetched) > 2  # a trainable not found is asked again
+    fetched.clear()
+    registry.get_trainable_cls("adapter_lookup_probe")
+    assert len(fetched) == 2  # undone after the block
