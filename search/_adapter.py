@@ -53,9 +53,8 @@ upgrade that moves one fails there, not in the middle of a search.
 - Ray Tune looks the trainable up in its registry, a round trip to the GCS's key-value store
   each time, three times for every trial it creates (Trial's validation, then its resources:
   ``_Registry.contains`` twice and ``_Registry.get`` once). On 6,000 short trials those lookups
-  took 7.7% of the driver's samples. ``trainable_lookups_kept``
-  answers them from the driver's memory after the first, through the private registry class's
-  ``contains`` and ``get``.
+  took 7.7% of the driver's samples. ``trainable_lookups_kept`` answers them from the driver's
+  memory after the first, through the private registry class's ``contains`` and ``get``.
 """
 
 from __future__ import annotations
