@@ -146,7 +146,7 @@ def test_pbt_mutations_stay_inside_the_space():
     assert stepped({"conv_blocks": 3, "lr": 0.003}) == {"conv_blocks": 2, "lr": 0.003}
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler\\.step\\(\\)`")
 def test_a_clone_takes_the_new_hyperparameters_and_keeps_its_place_in_the_schedule():
     from trainables.classifier import TrialConfig
     from trainables.classifier.optim import Schedule, build_optimizer, take_mutation
@@ -185,7 +185,7 @@ def test_retrain_starts_a_clone_from_its_lineage_and_replays_the_later_configs()
     assert later == [(3, {"seed": 0, "max_epochs": 3, "lr": 0.2, "conv_blocks": 1})]
 
 
-@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler\\.step\\(\\)`")
 def test_fit_classifier_replays_a_pbt_schedule(digits_16):
     import numpy as np
 
