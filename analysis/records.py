@@ -30,7 +30,8 @@ import dataclasses
 import enum
 import json
 import os
-import tempfile
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,9 @@ __all__ = [
     "write_text",
 ]
 
+
+# This machine's name, in the temporary files' names (``write_text``).
+_HOST = socket.gethostname()
 
 # A PBT trial's lineage file in its directory (search/trial.py writes it).
 LINEAGE = "lineage.json"
@@ -119,15 +123,24 @@ class RunDir:
 
 
 def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a temporary file beside it, then a rename. The
+    temporary name is this host's, process's and thread's own, so writers never share one (a run
+    directory can be on a file system shared by nodes); the folder is made only when missing. The
+    driver writes several files per trial, and ``mkstemp`` with an ``mkdir`` each time was 6% of
+    its samples on many short trials."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with os.fdopen(handle, "w") as file:
+        file = open(temporary, "w")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file = open(temporary, "w")
+    try:
+        with file:
             file.write(text)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 

@@ -1,8 +1,11 @@
-"""Trial statuses: one set of constants, read back from the texts the recorder writes."""
+"""Trial statuses: one set of constants, read back from the texts the recorder writes; and the
+run directory's atomic writes."""
+
+import concurrent.futures
 
 import pytest
 
-from analysis.records import TrialStatus
+from analysis.records import TrialStatus, read_json, write_json, write_text
 from search.trial import trial_status_from_error
 from trainables.contract import INFEASIBLE
 
@@ -32,3 +35,33 @@ def test_the_texts_the_engine_writes_read_back_as_their_status():
     line = f"trainables.contract.TrialInfeasible: {INFEASIBLE} at micro-batch 2 (batch size 64): CUDA out of memory"
     assert TrialStatus.of(trial_status_from_error(line)) is TrialStatus.INFEASIBLE
     assert TrialStatus.of(trial_status_from_error("RuntimeError: boom")) is TrialStatus.ERROR
+
+
+def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
+    """write_text: the folder is made when missing, the text replaces the file in one rename, and
+    a write that fails leaves the previous version and no temporary file."""
+    path = tmp_path / "trials" / "t1" / "status.json"
+    write_json(path, {"status": "running"})
+    assert read_json(path) == {"status": "running"}
+    write_json(path, {"status": "completed"})
+    assert read_json(path) == {"status": "completed"}
+    with pytest.raises(TypeError):
+        write_json(path, {"status": object()})
+    assert read_json(path) == {"status": "completed"}
+    assert [p.name for p in path.parent.iterdir()] == ["status.json"]
+
+
+def test_threads_writing_one_file_never_share_a_temporary_file(tmp_path):
+    """Each writer has its own temporary name (host, process, thread): concurrent writers of one
+    path leave one whole version, never a mix or a rename of another's half-written file."""
+    path = tmp_path / "status.json"
+    texts = [str(n) * 100_000 for n in range(8)]
+
+    def write(text: str) -> None:
+        for _ in range(20):
+            write_text(path, text)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, texts))
+    assert path.read_text() in texts
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]
