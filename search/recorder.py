@@ -45,10 +45,6 @@ class RunRecorder(tune.Callback):
         self.started_at: dict[str, str] = {}
         self.replayed: set[str] = set()
         self.retries: dict[str, int] = {}
-        # Each epoch's metric of a trial this recorder started and that never failed: its best is
-        # then known without reading its record back (``_best_of``). A restored, retried or
-        # replayed trial is read from disk, which keeps one line per epoch.
-        self.scores: dict[str, dict[int, float | None]] = {}
         self.progress = Progress(out, every_s or settings.progress_every_s)
         self.live_study: Any = None  # analysis.study.LiveStudy, opened at the first ended trial
         # Ray Tune's stopper of the run: the recorder gives it a reason to end the whole search.
@@ -78,12 +74,10 @@ class RunRecorder(tune.Callback):
         # from the trial's actor with a blocking call (about 5% of the driver's samples on short
         # trials); where it runs is written at its end, from the epochs it reported.
         self._status(trial, TrialStatus.RUNNING.value, result={})
-        self.scores[trial.trial_id] = {}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get(REPLAYED):  # already recorded before an interruption
             self.replayed.add(trial.trial_id)
-            self.scores.pop(trial.trial_id, None)
             return
         metrics = recorded_metrics(result) | {"recorded_at": time.time()}
         append_metrics(trial_dir(self.run_dir, trial.trial_id) / "metrics.jsonl", metrics)
@@ -94,12 +88,6 @@ class RunRecorder(tune.Callback):
                     events.scalar(key, value, step=metrics["epoch"])
         events.flush()
         value = result.get(self.settings.metric)
-        scores = self.scores.get(trial.trial_id)
-        if scores is not None:
-            if metrics["epoch"] in scores:  # an epoch reported twice: the record decides
-                del self.scores[trial.trial_id]
-            else:
-                scores[metrics["epoch"]] = metrics.get(self.settings.metric)  # as metrics.jsonl has it
         if value is not None:
             self.best.offer(value, trial.trial_id, metrics["epoch"])
         self._progress(trials)
@@ -141,7 +129,6 @@ class RunRecorder(tune.Callback):
             return
         # Ray restarts the trial from its last checkpoint (FailureConfig.max_failures): not
         # finished, not an error (yet).
-        self.scores.pop(trial.trial_id, None)
         self.retries[trial.trial_id] = self.retries.get(trial.trial_id, 0) + 1
         self._status(trial, "retrying", error=error)
         self.out(f"trial {trial.trial_id} failed ({error}); retry {self.retries[trial.trial_id]} from its last checkpoint")
@@ -227,23 +214,13 @@ class RunRecorder(tune.Callback):
             self.live_spent += time.monotonic() - began
 
     def _best_of(self, trial) -> dict[str, float]:
-        """The trial's best score and its epochs, as its record gives them (best_epoch: ties go to
-        the earliest epoch), from memory for a trial this recorder saw whole."""
-        metric, mode = self.settings.metric, self.settings.mode
-        scores = self.scores.pop(trial.trial_id, None)
-        if scores is not None:
-            scored = [(value, epoch) for epoch, value in scores.items() if value is not None]
-            if not scored:
-                return {}
-            best = max(scored, key=lambda s: (s[0], -s[1])) if mode == "max" else min(scored)
-            return {f"best_{metric}": best[0], "epochs": float(len(scores))}
         # The run directory's reader: a torn last line is skipped, an epoch repeated after a
         # restore from a checkpoint counts once.
         record = RunDir(self.run_dir).trial(trial.trial_id)
-        best = best_epoch(record, metric, mode) if record else None
+        best = best_epoch(record, self.settings.metric, self.settings.mode) if record else None
         if best is None:
             return {}
-        return {f"best_{metric}": best[metric], "epochs": float(len(record.metrics))}
+        return {f"best_{self.settings.metric}": best[self.settings.metric], "epochs": float(len(record.metrics))}
 
     def _status(self, trial, status: str, error: str = "", result: dict | None = None) -> None:
         result = (trial.last_result or {}) if result is None else result

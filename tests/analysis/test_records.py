@@ -2,6 +2,8 @@
 run directory's atomic writes."""
 
 import concurrent.futures
+import os
+import stat
 
 import pytest
 
@@ -49,6 +51,17 @@ def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
         write_json(path, {"status": object()})
     assert read_json(path) == {"status": "completed"}
     assert [p.name for p in path.parent.iterdir()] == ["status.json"]
+
+
+def test_a_written_file_has_the_permissions_any_new_file_gets(tmp_path):
+    """A record is readable as any file the user creates (the umask decides), not private to its
+    writer as a ``mkstemp`` file is (0600): a run directory on a cluster's shared disk is read by others."""
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "status.json", {})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "status.json").stat().st_mode) == 0o644
 
 
 def test_threads_writing_one_file_never_share_a_temporary_file(tmp_path):
