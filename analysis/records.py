@@ -125,9 +125,9 @@ class RunDir:
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically: a temporary file beside it, then a rename. The
     temporary name is this host's, process's and thread's own, so writers never share one (a run
-    directory can be on a file system shared by nodes); the folder is made only when missing. The
-    driver writes several files per trial, and ``mkstemp`` with an ``mkdir`` each time was 6% of
-    its samples on many short trials."""
+    directory can be on a file system shared by nodes), and the file gets the umask's permissions,
+    as any file the user creates (``mkstemp``'s are 0600, unreadable to the others sharing a
+    cluster's disk). The folder is made only when missing."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:

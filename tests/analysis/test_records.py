@@ -47,8 +47,8 @@ def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
     assert read_json(path) == {"status": "running"}
     write_json(path, {"status": "completed"})
     assert read_json(path) == {"status": "completed"}
-    with pytest.raises(TypeError):
-        write_json(path, {"status": object()})
+    with pytest.raises(TypeError):  # raised by the file's write, after the temporary file opened
+        write_text(path, object())
     assert read_json(path) == {"status": "completed"}
     assert [p.name for p in path.parent.iterdir()] == ["status.json"]
 
