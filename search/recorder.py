@@ -65,11 +65,7 @@ class RunRecorder(tune.Callback):
         if (directory / "config.json").exists():  # restored after a failure: keep the first record
             self._status(trial, TrialStatus.RUNNING.value)
             return
-        params = {key: value for key, value in trial.config.items() if value is not None}  # strategies._population
-        write_json(
-            directory / "config.json",
-            {"trainable": self.settings.trainable, "config": self.defaults | params, "params": params},
-        )
+        self._write_config(trial)
         # A new trial has reported nothing yet. Its ``last_result`` would be Ray's defaults, fetched
         # from the trial's actor with a blocking call (about 5% of the driver's samples on short
         # trials); where it runs is written at its end, from the epochs it reported.
@@ -176,7 +172,18 @@ class RunRecorder(tune.Callback):
             events.close()
         self.progress.close()
 
+    def _write_config(self, trial) -> None:
+        params = {key: value for key, value in trial.config.items() if value is not None}  # strategies._population
+        write_json(
+            trial_dir(self.run_dir, trial.trial_id) / "config.json",
+            {"trainable": self.settings.trainable, "config": self.defaults | params, "params": params},
+        )
+
     def _finish(self, trial, status: str, error: str) -> None:
+        if not (trial_dir(self.run_dir, trial.trial_id) / "config.json").exists():
+            # Ended before its start was recorded (its worker killed, a reused actor's reset
+            # failed): without its config the leaderboard would not list it, nor the study take it.
+            self._write_config(trial)
         self.finished[trial.trial_id] = status
         self._status(trial, status, error=error)
         self.live_queue.append(trial.trial_id)
