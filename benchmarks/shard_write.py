@@ -1,10 +1,10 @@
 """Where a cache build's time goes beside the bare decode loop: the same files decoded into the
 cache's chunks, then written, hashed and synced step by step, in plain processes (no Ray).
 
-    python benchmarks/shard_write.py [--images 5000] [--workdir /tmp/data-loading-bench]  # about 3 minutes idle
+    python benchmarks/shard_write.py [--images 5000] [--workdir /tmp/data-loading-bench]  # about 1.5 minutes idle
 
 Data: the small set of benchmarks/data_loading.py (generated there if missing), stored at 128 px,
-cut into the cache's chunks (``trainables.data._plan``: 64 of 78 images for 5,000). Five ways, in
+cut into the cache's chunks (``trainables.data._plan``: 64 chunks of at most 79 images for 5,000). Five ways, in
 1 and in 2 processes (a spawned pool, started and imported before any clock), order
 A B C D E E D C B A A B C D E:
 
