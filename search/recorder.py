@@ -208,7 +208,7 @@ class RunRecorder(tune.Callback):
         began = time.monotonic()
         try:
             while self.live_queue and (
-                everything or self.live_spent + time.monotonic() - began <= LIVE_STUDY_SHARE * (began - self.started)
+                everything or self.live_spent + time.monotonic() - began < LIVE_STUDY_SHARE * (began - self.started)
             ):
                 if self.live_study is None:
                     self.live_study = LiveStudy(self.run_dir)

@@ -66,13 +66,18 @@ def _progress_lines(lines):
 
 @pytest.fixture(scope="module")
 def tracked_run(ray_session, tmp_path_factory):
-    """8 trivial trials, one at a time, tracked in MLflow (sqlite), each reading the live study."""
+    """8 trivial trials, one at a time, tracked in MLflow (sqlite), each reading the live study.
+
+    The live study's whole share of the driver's time: by default it gets 5%, which trials of a
+    third of a second cannot pay for the study's creation (0.1 to 0.45 s measured here), so they
+    would go in at the end (the throttle has its own test in tests/search/test_recorder.py)."""
     root = tmp_path_factory.mktemp("api")
     storage, name = root / "runs", "tracked"
     study_db = storage / name / "study.db"
     space = _trivial_space(root / "live.py", "live_study", {"study_db": str(study_db), "study_name": name})
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    with _Lines() as captured:
+    with _Lines() as captured, pytest.MonkeyPatch.context() as patch:
+        patch.setattr("search.recorder.LIVE_STUDY_SHARE", 1.0)
         result = run(space, trials=8, concurrency=1, storage=str(storage), name=name, mlflow=uri, retrain=False)
     return result, uri, captured.lines
 
