@@ -611,9 +611,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--methods", default="", help="comma-separated (default: every method that applies; "
                         "'core': the default, the engine's random, the peers and random); see --list")
     parser.add_argument("--workers", default="", help="concurrent trials, comma-separated, for every method "
-                        "(default: the default at 1,8,32, the peers and the engine's random at 1,32, every other pair at 1)")
+                        "(default: the default at 1,8,32, every other method at 1)")
     parser.add_argument("--seeds", type=int, default=0, help="seeds per method (0: the default, the peers and the "
-                        "engine's random 20 on nb201_cifar10 and curves, 10 else; every other pair 5 and 3)")
+                        "engine's random 20 on nb201_cifar10 and curves, 10 else; the default at 8 and 32 workers 5 "
+                        "on those two; every other pair 3 on nb201_cifar10, 2 else; the variants 10)")
     parser.add_argument("--trials", type=int, default=0, help="trial budget per search (0: each benchmark's: 150 on NB-201, 100 on curves)")
     parser.add_argument("--reduced", action="store_true",
                         help="nb201_cifar10 and curves, 2 seeds, 20 trials, workers 1,8, a few methods: an end-to-end check")
