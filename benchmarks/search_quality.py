@@ -17,6 +17,11 @@ What runs, on one Ray session for the whole run:
   workers (threads: the replayed trials sleep).
 - ``raytune:random+asha``: Ray Tune used directly, its default random search (BasicVariantGenerator)
   with ``ASHAScheduler``'s defaults (``max_t`` set to the table's epochs).
+- ``synetune:asha|bohb``: Syne Tune, a dedicated multi-fidelity library: its ``ASHA`` (random
+  search, stopping-type asynchronous successive halving) and ``BOHB`` (ASHA with a kernel-density
+  model) baselines, their defaults (grace period 1, reduction factor 3), on the learning-curve
+  table; driven by hand the way its ``Tuner`` drives a scheduler (``synetune_cell``), with
+  ``workers`` threads.
 - ``random``: the reference, uniform sampling with replacement, sequential, no engine.
 Every method replays the same table through ``trainables.replay.replay`` (one training seed per
 observation, drawn from the run's seed and the configuration) and is scored the same way.
@@ -81,6 +86,7 @@ VARIANTS = ["stopped_trials=pruned", "reduction_factor=3", "grace_period_epochs=
 VARIANT_SEEDS = 10
 DEFAULT_METHOD = "engine:tpe+asha"  # the engine's defaults; on a benchmark without epochs its space's FIFO
 REFERENCE = "random"
+SYNETUNE = ["synetune:asha", "synetune:bohb"]  # multi-fidelity: on a table with epochs only
 # Samplers that optimise one objective (nsga2 is for --objectives); schedulers a table can replay.
 NOT_REPLAYABLE_SCHEDULERS = {"pbt": "mutates hyperparameters mid-training: the table has no curve for that"}
 SINGLE_OBJECTIVE_ONLY = {"nsga2": "multi-objective"}
@@ -133,7 +139,7 @@ def methods_for(benchmark: str) -> list[str]:
     samplers = [name for name in SAMPLERS if name not in SINGLE_OBJECTIVE_ONLY]
     if has_epochs(benchmark):
         schedulers = [name for name in SCHEDULERS if name not in NOT_REPLAYABLE_SCHEDULERS]
-        peers = ["optuna:tpe", "optuna:tpe+sha", "optuna:tpe+hyperband", "raytune:random+asha"]
+        peers = ["optuna:tpe", "optuna:tpe+sha", "optuna:tpe+hyperband", "raytune:random+asha", *SYNETUNE]
     else:
         schedulers, peers = ["fifo"], ["optuna:tpe", "raytune:random+asha"]
     engine = [f"engine:{s}+{c}" for s in samplers for c in schedulers]
@@ -317,6 +323,90 @@ def raytune_cell(benchmark: str, workers: int, seed: int, trials: int, scale: fl
     return score(events, benchmark, scale) | {"trials": len(files)}
 
 
+class _Stop(Exception):
+    """The scheduler said STOP: the replayed trial ends at this epoch."""
+
+
+def synetune_cell(benchmark: str, method: str, workers: int, seed: int, trials: int, scale: float) -> dict:
+    """Syne Tune: its ASHA or BOHB baseline with its defaults, seeded, ``workers`` threads.
+
+    The scheduler gets the calls Syne Tune's ``Tuner`` makes (syne_tune/tuner.py, 0.16): ``suggest``
+    and ``on_trial_add`` for a new trial; ``on_trial_result`` for each epoch; on STOP (which ASHA
+    also says at ``max_t``) the trial ends and ``on_trial_remove``; a trial that ends on its own,
+    ``on_trial_complete`` with its last result. One lock around the scheduler, as the Tuner's one
+    thread."""
+    from datetime import datetime
+
+    from syne_tune.backend.trial_status import Trial
+    from syne_tune.config_space import choice
+    from syne_tune.optimizer import baselines
+    from syne_tune.optimizer.scheduler import SchedulerDecision
+
+    logging.getLogger("syne_tune").setLevel(logging.ERROR)  # "points_to_evaluate is passed in searcher_kwargs": its own baselines do that
+    table = open_table(_table_name(benchmark))
+    space = {name: choice(list(values)) for name, values in table.parameters.items()}
+    build = {"synetune:asha": baselines.ASHA, "synetune:bohb": baselines.BOHB}[method]
+    scheduler = build(space, metric="val_acc", time_attr="epoch", max_t=table.epochs, do_minimize=False, random_seed=seed)
+    constants = {"table": table.name, "seed": seed, "time_scale": scale, "max_epochs": table.epochs}
+    events, lock, started = Events(), threading.Lock(), itertools.count()
+
+    def run(trial):
+        config = trial.config | constants
+        row, last = table.row(config), {}
+
+        def report(metrics):
+            with lock:
+                decision = scheduler.on_trial_result(trial, metrics)
+                stop = decision == SchedulerDecision.STOP
+                events.add(row, metrics["epoch"], metrics["val_acc"], stop or metrics["epoch"] == table.epochs)
+                last.update(metrics)
+                if stop:
+                    scheduler.on_trial_remove(trial)
+                    raise _Stop()
+
+        try:
+            replay(config, None, report)
+        except _Stop:
+            return
+        with lock:
+            scheduler.on_trial_complete(trial, last)
+
+    def worker():
+        while True:
+            with lock:
+                trial_id = next(started)
+                if trial_id >= trials:
+                    return
+                suggestion = scheduler.suggest()
+                trial = Trial(trial_id=trial_id, config=dict(suggestion.config), creation_time=datetime.now())
+                scheduler.on_trial_add(trial)
+            run(trial)
+
+    failed = []
+
+    def guarded():
+        try:
+            worker()
+        except BaseException as error:  # re-raised below: a thread's error must fail the cell
+            failed.append(error)
+
+    # BOHB's random draws (its KDE searcher's _get_random_config, 0.16) use numpy's global generator,
+    # not its seeded one: seeded here, so that a one-worker cell is the same on every run.
+    state = np.random.get_state()
+    np.random.seed(seed)
+    threads = [threading.Thread(target=guarded) for _ in range(workers)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        np.random.set_state(state)
+    if failed:
+        raise failed[0]
+    return score(events.rows, benchmark, scale) | {"trials": sum(e[4] for e in events.rows)}
+
+
 def random_cell(benchmark: str, seed: int, trials: int, scale: float) -> dict:
     """The reference: uniform random configurations with replacement, each trained fully, one after another
     (its seconds are the table's, summed: no sleep)."""
@@ -351,6 +441,8 @@ def run_cell(method: str, benchmark: str, workers: int, seed: int, trials: int, 
         return optuna_cell(benchmark, rest.partition("+")[2], workers, seed, trials, scale)
     if kind == "raytune":
         return raytune_cell(benchmark, workers, seed, trials, scale, work)
+    if kind == "synetune":
+        return synetune_cell(benchmark, method, workers, seed, trials, scale)
     if method == REFERENCE:
         return random_cell(benchmark, seed, trials, scale)
     raise ValueError(f"unknown method {method!r}")
@@ -600,7 +692,7 @@ def plan(benchmarks: list[str], methods: list[str] | None, workers: list[int] | 
 
 REDUCED_METHODS = [
     "engine:tpe+asha", "engine:tpe+fifo", "engine:random+fifo", "engine:random+asha",
-    "optuna:tpe", "optuna:tpe+sha", "raytune:random+asha", REFERENCE,
+    "optuna:tpe", "optuna:tpe+sha", "raytune:random+asha", "synetune:asha", REFERENCE,
 ]
 
 

@@ -57,12 +57,13 @@ def test_the_harness_runs_end_to_end_and_measures_what_it_reports(ray_session, t
     results_file, plots = tmp_path / "results.jsonl", tmp_path / "plots"
     common = ["--seeds", "2", "--trials", "8", "--workers", "1", "--results", str(results_file), "--plots", str(plots)]
     nb201 = ["--benchmarks", "nb201_cifar10", "--methods", "engine:tpe+fifo,optuna:tpe,random", *common]
-    curves = ["--benchmarks", "curves", "--methods", "engine:tpe+asha,optuna:tpe,optuna:tpe+sha,raytune:random+asha,random", *common]
+    curves = ["--benchmarks", "curves", "--methods", "engine:tpe+asha,optuna:tpe,optuna:tpe+sha,raytune:random+asha,synetune:asha,synetune:bohb,random", *common]
     results = search_quality.main(nb201) + search_quality.main(curves)
     out = capsys.readouterr().out
     cells = {(r["method"], r["benchmark"], r["seed"]) for r in results}
     assert cells == {(m, "nb201_cifar10", s) for m in ("engine:tpe+fifo", "optuna:tpe", "random") for s in (0, 1)} | {
-        (m, "curves", s) for m in ("engine:tpe+asha", "optuna:tpe", "optuna:tpe+sha", "raytune:random+asha", "random")
+        (m, "curves", s) for m in ("engine:tpe+asha", "optuna:tpe", "optuna:tpe+sha", "raytune:random+asha", "synetune:asha",
+                                   "synetune:bohb", "random")
         for s in (0, 1)
     }
     epochs = open_table(str(CURVES)).epochs
@@ -74,16 +75,24 @@ def test_the_harness_runs_end_to_end_and_measures_what_it_reports(ray_session, t
             assert len(r["regret"]) == 8  # one result per cell
         elif r["method"] in ("optuna:tpe", "random"):
             assert len(r["regret"]) == 8 * epochs  # nothing stops a trial: every epoch of every trial
-    # Something stopped early: ASHA (the engine's, from the registry, and Ray Tune's) and Optuna's pruner.
-    for method in ("engine:tpe+asha", "raytune:random+asha", "optuna:tpe+sha"):
+    # Something stopped early: ASHA (the engine's, from the registry, Ray Tune's and Syne Tune's),
+    # Syne Tune's BOHB and Optuna's pruner.
+    for method in ("engine:tpe+asha", "raytune:random+asha", "synetune:asha", "synetune:bohb", "optuna:tpe+sha"):
         assert any(len(r["regret"]) < 8 * epochs for r in results if r["method"] == method)
+    # Syne Tune's schedulers stop trials at their own rungs only (grace 1, reduction factor 3): at one
+    # worker a trial's reports are those up to its ended mark.
+    rungs = {3**k for k in range(8) if 3**k < epochs} | {epochs}
+    for r in results:
+        if r["method"].startswith("synetune:"):
+            ends = [k + 1 for k, ended in enumerate(r["ended"]) if ended]
+            assert {b - a for a, b in zip([0, *ends], ends)} <= rungs
     assert out.count("budget to reach random's median regret at 8 trials") == 2
     assert (plots / "search_quality_curves.png").is_file() and (plots / "search_quality_nb201_cifar10.png").is_file()
     # Resumable: every cell is in the results file, and a second run runs none again.
     assert len([json.loads(line) for line in results_file.read_text().splitlines()]) == len(results)
     again = search_quality.main(curves)
     assert "0 cell(s) to run" in capsys.readouterr().out
-    assert len(again) == 10
+    assert len(again) == 14
 
 
 def test_the_engine_asha_on_the_curves_stops_trials_at_its_rungs_only(ray_session, tmp_path):
