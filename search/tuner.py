@@ -210,8 +210,10 @@ def restore_snapshot_checkpoints(experiment: Path) -> list[str]:
     a deleted checkpoint, and Ray's restore then fails the trial ("Could not recover from checkpoint as it does not exist
     on storage anymore") on every retry. The trial's newest complete checkpoint (the last one its
     ``result.json`` names: Ray logs a result only once its checkpoint is on storage) is copied
-    under the missing name. A trainable's state carries its epoch, so the trial goes on from there,
-    later than the snapshot, and trains no epoch twice that it need not.
+    under the missing name; where ``result.json`` names none still there, the second newest
+    checkpoint on storage later than the missing one (or the only one). A trainable's state
+    carries its epoch, so the trial goes on from there, later than the snapshot, and trains no
+    epoch twice that it need not.
     """
     restored = []
     for trial, metadata in _snapshot_entries(experiment):
