@@ -250,7 +250,10 @@ def optuna_cell(benchmark: str, pruner: str, workers: int, seed: int, trials: in
         "sha": optuna.pruners.SuccessiveHalvingPruner(),
         "hyperband": optuna.pruners.HyperbandPruner(min_resource=1, max_resource=table.epochs),
     }
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruners[pruner])
+    # Named: HyperbandPruner puts a trial in a bracket by a hash of the study's name and the trial's
+    # number, and an unnamed study's name is a fresh UUID, so its cells differed from run to run.
+    study = optuna.create_study(study_name=f"optuna-{benchmark}-{pruner or 'none'}-w{workers}-s{seed}", direction="maximize",
+                                sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruners[pruner])
     events = Events()
 
     def objective(trial):
