@@ -381,6 +381,8 @@ def synetune_cell(benchmark: str, method: str, workers: int, seed: int, trials: 
                 if trial_id >= trials:
                     return
                 suggestion = scheduler.suggest()
+                if suggestion is None:  # out of configurations: its Tuner ends the search there too
+                    return
                 trial = Trial(trial_id=trial_id, config=dict(suggestion.config), creation_time=datetime.now())
                 scheduler.on_trial_add(trial)
             run(trial)
