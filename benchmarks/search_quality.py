@@ -50,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -387,28 +388,16 @@ def synetune_cell(benchmark: str, method: str, workers: int, seed: int, trials: 
                 scheduler.on_trial_add(trial)
             run(trial)
 
-    failed = []
-
-    def guarded():
-        try:
-            worker()
-        except BaseException as error:  # re-raised below: a thread's error must fail the cell
-            failed.append(error)
-
     # BOHB's random draws (its KDE searcher's _get_random_config, 0.16) use numpy's global generator,
     # not its seeded one: seeded here, so that a one-worker cell is the same on every run.
     state = np.random.get_state()
     np.random.seed(seed)
-    threads = [threading.Thread(target=guarded) for _ in range(workers)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        with ThreadPoolExecutor(workers) as pool:
+            for future in [pool.submit(worker) for _ in range(workers)]:
+                future.result()  # a thread's error fails the cell
     finally:
         np.random.set_state(state)
-    if failed:
-        raise failed[0]
     return score(events.rows, benchmark, scale) | {"trials": sum(e[4] for e in events.rows)}
 
 

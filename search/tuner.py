@@ -230,7 +230,7 @@ def restore_snapshot_checkpoints(experiment: Path) -> list[str]:
             # checkpoints up to 7, all deleted, while 8, 9 and 10 were there). The worker writes
             # each checkpoint before it starts the next, so all but the newest are whole.
             later = sorted(path.name for path in trial_path.glob("checkpoint_*") if path.is_dir() and path.name > named)
-            newest = later[-2] if len(later) > 1 else (later[-1] if later else None)
+            newest = later[max(0, len(later) - 2)] if later else None
         if newest is None:
             continue  # nothing to go on from: Ray's restore fails the trial, as without this
         shutil.copytree(trial_path / newest, trial_path / named)
